@@ -7,11 +7,12 @@ import os
 import pytest
 
 from medagentgym.sandbox import SandboxLimits, SyncSandbox, available_providers, create_sandbox
+from medagentgym.sandbox.base import sandbox_uid_range
 
 MARK = "mag-conformance-7301"
 # the uids this test process's sandboxes run as (medagentgym.sandbox.base._allocate_uid), so
 # that sandboxes of other processes on the machine are not mistaken for ours
-_OUR_UIDS = range(200_000 + (os.getpid() % 4096) * 256, 200_000 + (os.getpid() % 4096 + 1) * 256)
+_OUR_UIDS = sandbox_uid_range()
 
 
 def _providers() -> list[str]:

@@ -139,11 +139,13 @@ def test_each_execution_starts_clean(sandbox):
     assert r2.answer == [False, False]
 
 
-def test_workdir_files_persist_and_are_visible_on_host(sandbox):
+def test_workdir_files_persist_and_are_readable_from_the_host(sandbox):
     r = sandbox.execute("open('notes.txt', 'w').write('kept')\nimport os\nanswer = os.getcwd()")
     assert r.status == "ok"
-    assert (sandbox.workdir / "notes.txt").read_text() == "kept"
+    assert sandbox.read_file("notes.txt") == b"kept"
     assert sandbox.execute("answer = open('notes.txt').read()").answer == "kept"
+    sandbox.write_file("from_host.txt", b"\x00bytes")
+    assert sandbox.execute("answer = list(open('from_host.txt', 'rb').read())").answer == [0, 98, 121, 116, 101, 115]
 
 
 def test_input_is_readable(sandbox):

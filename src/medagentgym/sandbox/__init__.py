@@ -158,7 +158,7 @@ class SyncSandbox:
         return self.inner.name
 
     @property
-    def workdir(self) -> Path:
+    def workdir(self) -> Path | None:
         return self.inner.workdir
 
     @property
@@ -174,6 +174,15 @@ class SyncSandbox:
 
     def run(self, argv: Sequence[str], *, timeout: float = 30.0) -> ExecResult:
         return run_sync(self.inner.run(argv, timeout=timeout))
+
+    def reset(self) -> None:
+        run_sync(self.inner.reset())
+
+    def read_file(self, path: str, *, max_bytes: int = 1024**2) -> bytes:
+        return run_sync(self.inner.read_file(path, max_bytes=max_bytes))
+
+    def write_file(self, path: str, data: bytes) -> None:
+        run_sync(self.inner.write_file(path, data))
 
     def close(self) -> None:
         run_sync(self.inner.close())

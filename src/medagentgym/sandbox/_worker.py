@@ -2,44 +2,70 @@
 
 This file is executed as a standalone script inside the sandbox: it imports nothing from
 ``medagentgym`` (the package is not visible in there) and only the standard library at module
-level. It preloads the heavy scientific libraries once, then serves requests from the host,
-one JSON object per line on stdin, answering one JSON object per line on stdout.
+level. It reads its configuration (one JSON line) on stdin, preloads the heavy scientific
+libraries once, then serves requests from the host, one JSON object per line on stdin,
+answering one JSON object per line on stdout.
 
 Every request forks a fresh *runner* from the zygote, so each execution starts from the same
 clean, pre-imported state and nothing an execution does survives it:
 
     zygote --fork--> runner R --(new PID namespace)--fork--> payload P (PID 1 of its namespace)
 
-P sets its resource limits, drops to the sandbox's unprivileged uid (and all capabilities),
-starts a new session and runs the agent's code (or a command). R supervises P: it streams
-P's stdout/stderr with a byte cap, enforces the wall-clock deadline, and reports the outcome.
+With ``private_view`` (the ``bwrap`` provider), P first makes its own view of the system while
+it still holds the zygote's capabilities: its own mount and IPC namespaces, a ``/proc`` that
+shows only its own PID namespace (no other execution, no spare, no host command lines), capped
+System V IPC (the objects die with the execution), and a fresh size-capped ``/dev/shm``. Then it
+starts a new session, drops to the episode's unprivileged uid and every capability, sets
+no_new_privs, installs a seccomp filter, and stays non-dumpable (nobody can open its memory or
+files through ``/proc``) until its request has arrived. R supervises P: it streams P's
+stdout/stderr with a byte cap, enforces the wall-clock deadline, and reports the outcome; what P
+reports (the captured ``answer``) is untrusted and R keeps only the fields P may speak for.
 When P exits, the kernel kills everything left in P's PID namespace, so daemonised, setsid
 and double-forked children cannot outlive the call. Without PID namespaces (``isolation:
 none``, the unsafe ``local`` provider) R kills P's process group instead.
+
+Between episodes (the ``reset`` request) the zygote throws the spare away, mounts a fresh
+``/tmp`` and ``/workspace`` (tmpfs with a size and an inode budget, owned by the next episode's
+uid) and forks a new spare: nothing an episode wrote, and no process, survives it.
 """
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import io
 import json
 import os
+import platform
 import resource
 import select
 import signal
+import struct
 import sys
 import time
 import traceback
 
+CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
 PR_SET_DUMPABLE = 4
+PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
+SECCOMP_MODE_FILTER = 2
 CAP_LAST = 63
 ANSWER_MAX_BYTES = 4 * 1024 * 1024
+FILE_MAX_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 64
 _READ_CHUNK = 65536
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 # --------------------------------------------------------------------------- answers
@@ -146,6 +172,132 @@ def _drop_all_capabilities():
         raise OSError(ctypes.get_errno(), "capset failed")
 
 
+def _enc(text):
+    return None if text is None else text.encode()
+
+
+def _mount(source, target, fstype, flags, data=None):
+    if _libc.mount(_enc(source), _enc(target), _enc(fstype), flags, _enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {target}: {os.strerror(err)}")
+
+
+def _umount(target):
+    if _libc.umount2(_enc(target), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+
+
+def _episode_mounts(cfg, first):
+    """In the zygote: a fresh, budgeted /tmp and /workspace for the next episode. The old
+    ones are detached whole (any tree, any depth: nothing walks them)."""
+    ep = cfg.get("episode")
+    if not ep:
+        return
+    uid, gid = cfg.get("uid") or 0, cfg.get("gid") or 0
+    inodes = int(ep["inodes"])
+    for target, size, mode, owner in (("/tmp", ep["tmp_bytes"], 0o1777, (0, 0)),
+                                      ("/workspace", ep["workspace_bytes"], 0o700, (uid, gid))):
+        if not first:
+            _umount(target)
+        _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV,
+               f"size={int(size)},nr_inodes={inodes},mode={mode:o},uid={owner[0]},gid={owner[1]}")
+    # a Python installation under the host's /tmp (a CI checkout, say) is bound again on top
+    for stash, target in ep.get("tmp_roots") or []:
+        os.makedirs(target, mode=0o755, exist_ok=True)
+        _mount(stash, target, None, MS_BIND | MS_REC)
+        _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _private_view(cfg):
+    """In P, still privileged: its own mount and IPC namespaces, a /proc of its own PID
+    namespace, capped System V IPC and a fresh /dev/shm (see the module docstring)."""
+    if _libc.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(mount, ipc) failed: {os.strerror(err)}")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    shm = int(cfg.get("shm_bytes") or 64 * 1024 * 1024)
+    for name, value in (("shmmax", shm), ("shmall", max(1, shm // 4096)), ("shmmni", 32),
+                        ("msgmni", 16), ("msgmnb", 65536), ("msgmax", 8192),
+                        ("sem", "32 1024 32 32")):
+        with open(f"/proc/sys/kernel/{name}", "w") as fh:
+            fh.write(str(value))
+    _mount("/proc/sys", "/proc/sys", None, MS_BIND | MS_REC)
+    _mount(None, "/proc/sys", None,
+           MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if os.path.isdir("/dev/shm"):
+        _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV,
+               f"size={shm},nr_inodes=1024,mode=1777")
+
+
+# Syscalls agent code never needs and that reach state outside the execution: kernel keyrings
+# (shared by a uid), new namespaces (kernel attack surface), mounts, BPF, perf, modules, kexec.
+_DENY = {
+    "x86_64": {"keyctl": 250, "add_key": 248, "request_key": 249, "unshare": 272, "setns": 308,
+               "mount": 165, "umount2": 166, "pivot_root": 155, "bpf": 321,
+               "perf_event_open": 298, "userfaultfd": 323, "kexec_load": 246,
+               "kexec_file_load": 320, "init_module": 175, "finit_module": 313,
+               "delete_module": 176, "open_by_handle_at": 304, "name_to_handle_at": 303,
+               "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
+               "fsmount": 432, "fspick": 433, "mount_setattr": 442, "io_uring_setup": 425,
+               "syslog": 103, "acct": 163, "swapon": 167, "swapoff": 168, "reboot": 169,
+               "quotactl": 179, "ptrace": 101},
+    "aarch64": {"keyctl": 219, "add_key": 217, "request_key": 218, "unshare": 97, "setns": 268,
+                "mount": 40, "umount2": 39, "pivot_root": 41, "bpf": 280,
+                "perf_event_open": 241, "userfaultfd": 282, "kexec_load": 104,
+                "kexec_file_load": 294, "init_module": 105, "finit_module": 273,
+                "delete_module": 106, "open_by_handle_at": 265, "name_to_handle_at": 264,
+                "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
+                "fsmount": 432, "fspick": 433, "mount_setattr": 442, "io_uring_setup": 425,
+                "syslog": 116, "acct": 89, "swapon": 224, "swapoff": 225, "reboot": 142,
+                "quotactl": 60, "ptrace": 117},
+}
+_ARCH = {"x86_64": (0xC000003E, 56, 435), "aarch64": (0xC00000B7, 220, 435)}
+_CLONE_NS_FLAGS = 0x7E020080  # NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
+
+
+def _seccomp_program(machine):
+    """A classic-BPF seccomp filter: EPERM for ``_DENY``, clone with namespace flags and any
+    foreign ABI (i386 / x32 entry points); ENOSYS for clone3 (libc falls back to clone)."""
+    if machine not in _DENY:
+        return None
+    arch, nr_clone, nr_clone3 = _ARCH[machine]
+    eperm, enosys, allow = 0x00050000 | 1, 0x00050000 | 38, 0x7FFF0000
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    deny = sorted(set(_DENY[machine].values()))
+    prog = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, eperm), (ld, 0, 0, 0)]
+    if machine == "x86_64":
+        prog += [(jge, 0, 1, 0x40000000), (ret, 0, 0, eperm)]  # x32 syscalls
+    prog += [(jeq, 0, 1, nr_clone3), (ret, 0, 0, enosys)]
+    prog += [(jeq, 0, 3, nr_clone), (ld, 0, 0, 16), (jset, 0, 1, _CLONE_NS_FLAGS),
+             (ret, 0, 0, eperm)]
+    # after the clone block the accumulator may hold clone's flags: reload the number
+    prog += [(ld, 0, 0, 0)]
+    for i, nr in enumerate(deny):
+        remaining = len(deny) - i - 1
+        prog += [(jeq, remaining + 1, 0, nr)]
+    prog += [(ret, 0, 0, allow), (ret, 0, 0, eperm)]
+    return prog
+
+
+def _install_seccomp():
+    prog = _seccomp_program(platform.machine())
+    if prog is None:
+        return False
+    raw = b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+
+    class Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = Fprog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
+    if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"seccomp filter refused: {os.strerror(err)}")
+    return True
+
+
 def _apply_limits(limits):
     def setlim(res, value):
         if value is None:
@@ -167,7 +319,11 @@ def _apply_limits(limits):
 
 
 def _become_payload(cfg):
-    """In P: new session, unprivileged identity, no capabilities. Irreversible."""
+    """In P: its own view, a new session, unprivileged identity, no capabilities, the seccomp
+    filter. Irreversible. P stays non-dumpable until its request arrives."""
+    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    if cfg.get("private_view"):
+        _private_view(cfg)
     os.setsid()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     uid, gid = cfg.get("uid"), cfg.get("gid")
@@ -180,7 +336,9 @@ def _become_payload(cfg):
             os.setresuid(uid, uid, uid)  # clears the permitted and effective sets
         _drop_all_capabilities()
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # its own /proc/self again (RLIMIT_CORE is 0)
+    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # a uid change may have reset it
+    if cfg.get("seccomp"):
+        _install_seccomp()
     workdir = cfg.get("workdir")
     if workdir:
         os.chdir(workdir)
@@ -262,6 +420,49 @@ def _run_code(code, result_fd):
     _write_all(result_fd, data)
 
 
+def _file_op(req, result_fd):
+    """read_file / write_file, as the episode's uid inside its own view (trusted code: no
+    agent code has run in this process). Only regular files; sizes bounded."""
+    outcome = {"kind": "file", "status": "ok"}
+    path = str(req.get("path") or "")
+    try:
+        if req["op"] == "read_file":
+            limit = max(0, min(int(req.get("max_bytes") or FILE_MAX_BYTES), FILE_MAX_BYTES))
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+            try:
+                import stat
+
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise OSError(21, "not a regular file")
+                data = bytearray()
+                while len(data) <= limit:
+                    chunk = os.read(fd, min(_READ_CHUNK, limit + 1 - len(data)))
+                    if not chunk:
+                        break
+                    data += chunk
+            finally:
+                os.close(fd)
+            outcome["truncated"] = len(data) > limit
+            outcome["size"] = st.st_size
+            outcome["data"] = base64.b64encode(bytes(data[:limit])).decode()
+        else:
+            data = base64.b64decode(req.get("data") or "")
+            parent = os.path.dirname(path)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
+            outcome["size"] = len(data)
+    except Exception as exc:
+        outcome["status"] = "error"
+        outcome["error"] = f"{type(exc).__name__}: {exc}"[:500]
+    _write_all(result_fd, json.dumps(outcome).encode())
+
+
 def _write_all(fd, data):
     view = memoryview(data)
     while view:
@@ -309,9 +510,13 @@ def _payload_main(cfg, req_r, out_w, err_w, res_w):
         if not data:
             os._exit(0)
         req = json.loads(data)
+        _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # its own /proc/self again (RLIMIT_CORE is 0)
         _apply_limits(req.get("limits") or {})  # only lowering: allowed unprivileged
         if req["op"] == "exec":
             _run_code(req["code"], res_w)
+            code = 0
+        elif req["op"] in ("read_file", "write_file"):
+            _file_op(req, res_w)
             code = 0
         else:
             os.close(res_w)
@@ -343,7 +548,10 @@ def _runner_main(cfg, req_r, reply_w):
             p = exc
         data = _read_all(req_r)
         os.close(req_r)
-        if not data:  # the zygote is shutting down
+        if not data:  # the zygote is shutting down, or throwing this spare away
+            if not isinstance(p, BaseException):
+                os.close(p[4])  # P reads EOF and exits
+                os.waitpid(p[0], 0)
             os._exit(0)
         req = json.loads(data)
         if isinstance(p, BaseException):
@@ -377,6 +585,61 @@ def _spawn_payload(cfg):
     return pid, out_r, err_r, res_r, req_w
 
 
+# What P may report about itself (it runs the agent's code: every field is untrusted).
+_TEXT_FIELDS = {"answer_type": 200, "answer_error": 500, "error": 2000, "traceback": 10000,
+                "data": 2 * FILE_MAX_BYTES}
+
+
+def _depth_ok(value, limit=MAX_DEPTH):
+    """Iteratively: is ``value`` nested at most ``limit`` deep?"""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+    return True
+
+
+def _clean_outcome(raw, op):
+    """The fields of P's report that P may speak for, type-checked and trimmed; None if the
+    report is unreadable. ``status`` can only say ok / error / memory: a payload can never
+    claim that the sandbox failed."""
+    try:
+        outcome = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(outcome, dict):
+        return None
+    clean = {}
+    for key, cap in _TEXT_FIELDS.items():
+        value = outcome.get(key)
+        if isinstance(value, str):
+            clean[key] = value[:cap]
+    line = outcome.get("error_line")
+    if isinstance(line, int) and not isinstance(line, bool) and 0 <= line < 10**9:
+        clean["error_line"] = line
+    if outcome.get("status") in ("ok", "error", "memory"):
+        clean["status"] = outcome["status"]
+    if op in ("read_file", "write_file"):
+        for key in ("size",):
+            if isinstance(outcome.get(key), int) and not isinstance(outcome.get(key), bool):
+                clean[key] = outcome[key]
+        if isinstance(outcome.get("truncated"), bool):
+            clean["truncated"] = outcome["truncated"]
+    elif "answer" in outcome and "answer_type" in clean:
+        if _depth_ok(outcome["answer"]):
+            clean["answer"] = outcome["answer"]
+        else:
+            clean["answer_error"] = f"answer is nested more than {MAX_DEPTH} levels deep"
+    elif "answer_type" in clean and "answer_error" not in clean:
+        clean["answer_error"] = "answer could not be read"
+    return clean
+
+
 def _supervise(cfg, req, spawned):
     pid, out_r, err_r, res_r, req_w = spawned
     timeout = float(req.get("timeout") or 30.0)
@@ -385,6 +648,7 @@ def _supervise(cfg, req, spawned):
     if limits.get("cpu_seconds") is None:
         limits["cpu_seconds"] = int(timeout) + 2
     req["limits"] = limits
+    result_cap = 3 * FILE_MAX_BYTES if req["op"] in ("read_file", "write_file") else 2 * ANSWER_MAX_BYTES
     start = time.monotonic()
     try:
         _write_all(req_w, json.dumps(req).encode())
@@ -437,7 +701,7 @@ def _supervise(cfg, req, spawned):
                 open_fds.discard(fd)
                 continue
             if fd == res_r:
-                if len(bufs[fd]) <= 2 * ANSWER_MAX_BYTES:
+                if len(bufs[fd]) <= result_cap:
                     bufs[fd] += chunk
                 continue
             total[fd] += len(chunk)
@@ -473,13 +737,10 @@ def _supervise(cfg, req, spawned):
             exit_code = -term_signal
     result["exit_code"] = exit_code
     outcome = None
-    if bufs[res_r]:
-        try:
-            outcome = json.loads(bytes(bufs[res_r]))
-        except ValueError:
-            outcome = None
+    if bufs[res_r] and len(bufs[res_r]) <= result_cap:
+        outcome = _clean_outcome(bytes(bufs[res_r]), req["op"])
     if outcome:
-        result.update({k: v for k, v in outcome.items() if k != "kind"})
+        result.update(outcome)
     if reason == "timeout":
         result["status"] = "timeout"
         result["error"] = f"execution exceeded the {timeout:g} s time limit"
@@ -489,11 +750,11 @@ def _supervise(cfg, req, spawned):
     elif term_signal == signal.SIGXCPU:
         result["status"] = "timeout"
         result["error"] = "execution exceeded its CPU time limit"
-    elif req["op"] == "exec":
+    elif req["op"] != "run":
         if outcome is None:
             if term_signal is not None:
                 result["status"] = "memory" if term_signal in (signal.SIGSEGV, signal.SIGBUS) else "killed"
-                result["error"] = f"process killed by signal {signal.Signals(term_signal).name}"
+                result["error"] = f"process killed by signal {_signal_name(term_signal)}"
             elif exit_code == 0:
                 result["status"] = "ok"
             else:
@@ -501,10 +762,13 @@ def _supervise(cfg, req, spawned):
                 result.setdefault("error", f"process exited with status {exit_code}")
                 if "MemoryError" in result["stderr"][-2000:]:
                     result["status"] = "memory"
+        elif "status" not in result:
+            result["status"] = "error"
+            result["error"] = result.get("error") or "the execution reported no status"
     else:
         if term_signal is not None:
             result["status"] = "killed"
-            result["error"] = f"process killed by signal {signal.Signals(term_signal).name}"
+            result["error"] = f"process killed by signal {_signal_name(term_signal)}"
         else:
             result["status"] = "ok" if exit_code == 0 else "error"
     return result
@@ -526,6 +790,13 @@ def _kill_group(pid):
         pass
 
 
+def _signal_name(num):
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"{num}"
+
+
 # --------------------------------------------------------------------------- zygote
 
 
@@ -541,6 +812,14 @@ def _fork_runner(cfg, host_fds):
     os.close(req_r)
     os.close(reply_w)
     return pid, req_w, reply_r
+
+
+def _discard(spare):
+    """Throw an unused spare away (its runner and payload exit on EOF)."""
+    pid, req_w, reply_r = spare
+    os.close(req_w)
+    os.close(reply_r)
+    os.waitpid(pid, 0)
 
 
 def _warm_up():
@@ -584,11 +863,20 @@ def _send(obj):
     sys.__stdout__.flush()
 
 
+def _reset(cfg, req):
+    """A new episode: a new uid (never one an earlier episode used), fresh /tmp and
+    /workspace. The caller has already thrown the spare away."""
+    uid, gid = req.get("uid"), req.get("gid")
+    if cfg.get("drop_privileges") and isinstance(uid, int) and isinstance(gid, int):
+        cfg["uid"], cfg["gid"] = uid, gid
+    _episode_mounts(cfg, first=False)
+
+
 def main():
-    cfg = json.loads(sys.argv[1])
     # The host channel must not leak into payloads: keep it on high, close-on-exec fds.
     host_in = os.fdopen(os.dup(0), "r", buffering=1)
     host_out_fd = os.dup(1)
+    cfg = json.loads(host_in.readline())  # config on stdin: nothing of it in our argv
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     sys.__stdout__ = sys.stdout = io.TextIOWrapper(io.FileIO(host_out_fd, "w", closefd=False),
@@ -599,13 +887,18 @@ def main():
     # Nobody may ptrace us or open our fds through /proc (the host channel lives here).
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     t0 = time.monotonic()
+    _episode_mounts(cfg, first=True)
+    seccomp = None
+    if cfg.get("seccomp"):
+        seccomp = _seccomp_program(platform.machine()) is not None
     loaded, failed = _preload(cfg.get("preload") or [])
     if "pandas" in loaded:
         _warm_up()
-    _send({"ready": True, "pid": os.getpid(), "uid": os.getuid(), "preloaded": loaded,
+    _send({"ready": True, "pid": os.getpid(), "uid": cfg.get("uid"), "preloaded": loaded,
            "preload_failed": failed, "preload_s": time.monotonic() - t0,
-           "python": sys.version.split()[0]})
-    spare = _fork_runner(cfg, (host_in.fileno(), host_out_fd))
+           "python": sys.version.split()[0], "seccomp": seccomp})
+    host_fds = (host_in.fileno(), host_out_fd)
+    spare = _fork_runner(cfg, host_fds)
     for line in host_in:
         line = line.strip()
         if not line:
@@ -616,10 +909,22 @@ def main():
             _send({"id": None, "status": "killed", "error": f"bad request: {exc}"})
             continue
         rid = req.get("id")
-        if req.get("op") == "exit":
+        op = req.get("op")
+        if op == "exit":
             break
-        if req.get("op") not in ("exec", "run"):
-            _send({"id": rid, "status": "killed", "error": f"unknown op {req.get('op')!r}"})
+        if op == "reset":
+            try:
+                _discard(spare)
+                _reset(cfg, req)
+                result = {"status": "ok"}
+            except Exception as exc:
+                result = {"status": "error", "error": f"reset failed: {exc}"}
+            spare = _fork_runner(cfg, host_fds)
+            result["id"] = rid
+            _send(result)
+            continue
+        if op not in ("exec", "run", "read_file", "write_file"):
+            _send({"id": rid, "status": "killed", "error": f"unknown op {op!r}"})
             continue
         pid, req_w, reply_r = spare
         try:
@@ -629,14 +934,14 @@ def main():
         os.close(req_w)
         # fork the next spare while this request runs (on the other core), so that
         # back-to-back requests never wait for a fork
-        spare = _fork_runner(cfg, (host_in.fileno(), host_out_fd, reply_r))
+        spare = _fork_runner(cfg, (*host_fds, reply_r))
         data = _read_all(reply_r)
         os.close(reply_r)
         try:
             result = json.loads(data) if data else None
-        except ValueError:
+        except (ValueError, RecursionError):
             result = None
-        if result is None:
+        if not isinstance(result, dict):
             result = {"status": "killed", "error": "sandbox runner died without reporting"}
         result["id"] = rid
         _send(result)

@@ -14,7 +14,6 @@ import itertools
 import json
 import logging
 import os
-import shutil
 import signal
 import tempfile
 import time
@@ -65,6 +64,12 @@ class SandboxLimits(BaseModel):
     nofile: int = Field(1024, description="open file descriptors per process")
     max_output_bytes: int = Field(1_000_000, description="stdout+stderr kept per execution")
     tmp_bytes: int = Field(512 * 1024**2, description="size of the private /tmp")
+    workspace_bytes: int = Field(512 * 1024**2,
+                                 description="size of /workspace (bwrap: a tmpfs per episode)")
+    inodes: int = Field(20_000, description="files and directories allowed in /tmp and in "
+                                            "/workspace, each (bwrap)")
+    shm_bytes: int = Field(64 * 1024**2, description="System V shared memory and /dev/shm "
+                                                     "per execution (bwrap)")
 
     def for_request(self) -> dict[str, int]:
         return {
@@ -140,10 +145,24 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    @abc.abstractmethod
+    async def reset(self) -> None:
+        """Start a new episode: nothing earlier executions left behind remains."""
+
+    @abc.abstractmethod
+    async def read_file(self, path: str, *, max_bytes: int = 1024**2) -> bytes:
+        """A file as the sandbox sees it (relative paths: the working directory), read with
+        the episode's own rights; at most ``max_bytes`` (a longer file raises SandboxFileError)."""
+
+    @abc.abstractmethod
+    async def write_file(self, path: str, data: bytes) -> None:
+        """Write a file into the sandbox with the episode's own rights."""
+
     @property
     @abc.abstractmethod
-    def workdir(self) -> Path:
-        """Host path of the sandbox's private working directory."""
+    def workdir(self) -> Path | None:
+        """Host path of the working directory, or None where it exists only inside the
+        sandbox (bwrap: a tmpfs per episode) — use ``read_file``/``write_file`` then."""
 
     async def __aenter__(self) -> Sandbox:
         await self.start()
@@ -153,12 +172,28 @@ class Sandbox(abc.ABC):
         await self.close()
 
 
+class SandboxFileError(Exception):
+    """A file could not be read from or written to the sandbox (missing, not a regular file,
+    too large). Its cause is the sandbox's content — what the agent left — not our failure."""
+
+
 _uid_counter = itertools.count()
+UID_BASE = 0x10000000
+_UIDS_PER_PROCESS = 4096
+
+
+def sandbox_uid_range(pid: int | None = None) -> range:
+    """The uids the sandboxes of process ``pid`` run as (``_allocate_uid``)."""
+    pid = os.getpid() if pid is None else pid
+    start = UID_BASE + (pid % 65536) * _UIDS_PER_PROCESS
+    return range(start, start + _UIDS_PER_PROCESS)
 
 
 def _allocate_uid() -> int:
-    """A non-root uid for one sandbox: unique per sandbox, so RLIMIT_NPROC is per sandbox."""
-    return 200_000 + (os.getpid() % 4096) * 256 + next(_uid_counter) % 256
+    """A fresh non-root uid for one episode: RLIMIT_NPROC is per episode, and nothing of an
+    earlier episode (files, processes) belongs to it. Reused only after 4,096 episodes of
+    this process — by then the tmpfs mounts and PID namespaces of the old one are long gone."""
+    return sandbox_uid_range()[next(_uid_counter) % _UIDS_PER_PROCESS]
 
 
 def count_user_processes(uid: int) -> int:
@@ -173,8 +208,51 @@ def count_user_processes(uid: int) -> int:
     return n
 
 
+def remove_tree(path: str | os.PathLike[str], *, keep_root: bool = False) -> None:
+    """Delete a directory tree of any depth without recursion (a 3,000-deep tree an agent
+    made must not raise RecursionError); symlinks are removed, never followed; errors on
+    single entries are skipped."""
+    root = os.fspath(path)
+    if not os.path.lexists(root):
+        return
+    if os.path.islink(root) or not os.path.isdir(root):
+        if not keep_root:
+            with contextlib.suppress(OSError):
+                os.unlink(root)
+        return
+    stack: list[tuple[str, bool]] = [(root, False)]
+    while stack:
+        current, expanded = stack.pop()
+        if expanded:
+            if current != root or not keep_root:
+                with contextlib.suppress(OSError):
+                    os.rmdir(current)
+            continue
+        with contextlib.suppress(OSError):
+            os.chmod(current, 0o700)  # a directory the agent made unreadable
+        stack.append((current, True))
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append((entry.path, False))
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
 class WorkerSandbox(Sandbox):
     """Shared machinery: start the warm worker through ``self._command()`` and talk to it."""
+
+    #: whether the working directory is a host directory (local) or lives only inside the
+    #: sandbox (bwrap: a tmpfs per episode, reached through read_file / write_file)
+    host_workdir: bool = True
 
     def __init__(
         self,
@@ -210,7 +288,7 @@ class WorkerSandbox(Sandbox):
     # -- provider hooks ---------------------------------------------------------------
     @abc.abstractmethod
     def _command(self, config: dict[str, Any]) -> list[str]:
-        """argv that starts ``_worker.py`` with ``config`` (JSON) as its argument."""
+        """argv that starts ``_worker.py``; ``config`` goes to it on stdin, not in argv."""
 
     def _worker_config(self) -> dict[str, Any]:
         return {"preload": self.preload, "isolation": "none", "drop_privileges": False,
@@ -240,9 +318,19 @@ class WorkerSandbox(Sandbox):
         env.update(self.extra_env)
         return env
 
+    def _pass_fds(self) -> tuple[int, ...]:
+        """File descriptors the launcher reads at start (closed here once it started)."""
+        return ()
+
+    def _new_episode_identity(self) -> dict[str, int]:
+        """What the worker's ``reset`` request carries (bwrap as root: a fresh uid)."""
+        return {}
+
     # -- lifecycle ----------------------------------------------------------------------
     @property
-    def workdir(self) -> Path:
+    def workdir(self) -> Path | None:
+        if not self.host_workdir:
+            return None
         if self._workdir is None:
             self._workdir = Path(tempfile.mkdtemp(prefix="mag-sbx-"))
         return self._workdir
@@ -253,27 +341,40 @@ class WorkerSandbox(Sandbox):
         if self._closed:
             raise SandboxError("sandbox is closed")
         self._lock = self._lock or asyncio.Lock()
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.host_workdir:
+            self.workdir.mkdir(parents=True, exist_ok=True)
         config = self._worker_config()
         argv = self._command(config)
+        fds = self._pass_fds()
         t0 = time.perf_counter()
-        self._proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self._launch_env(),
-            limit=64 * 1024 * 1024,
-            start_new_session=True,
-            **self._spawn_kwargs(),
-        )
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=self._launch_env(),
+                limit=64 * 1024 * 1024,
+                start_new_session=True,
+                pass_fds=fds,
+                **self._spawn_kwargs(),
+            )
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stderr_tail.clear()
         self._stderr_task = asyncio.get_running_loop().create_task(self._pump_stderr(self._proc))
         try:
+            self._proc.stdin.write(json.dumps(config).encode() + b"\n")
+            await self._proc.stdin.drain()
             line = await asyncio.wait_for(self._proc.stdout.readline(), self.start_timeout)
         except TimeoutError:
             await self._kill()
             raise SandboxError(f"{self.name} sandbox did not start within {self.start_timeout:g} s")
+        except (ConnectionError, BrokenPipeError):
+            line = b""
         if not line:
             await self._proc.wait()
             await asyncio.sleep(0.05)
@@ -327,64 +428,85 @@ class WorkerSandbox(Sandbox):
                 await asyncio.wait_for(proc.wait(), 2.0)
         await self._kill()
         if self._own_workdir and self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
+            await asyncio.to_thread(remove_tree, self._workdir)
 
     def reset_workdir(self) -> None:
-        """Empty the working directory (a new episode starts with nothing from the last)."""
-        for child in self.workdir.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
+        """Empty the host working directory (providers that have one)."""
+        if self.host_workdir and self._workdir is not None:
+            remove_tree(self._workdir, keep_root=True)
 
     async def reset(self) -> None:
-        """Forget everything earlier executions left behind: the work dir and the private
-        ``/tmp`` (kept warm otherwise, so that a reset costs milliseconds, not a restart)."""
-        self.reset_workdir()
-        argv = self._tmp_cleanup_argv()
-        if argv and self._proc is not None and self._proc.returncode is None:
-            r = await self.run(argv, timeout=30)
-            if r.status != "ok":  # cannot vouch for a clean /tmp: start afresh
-                log.warning("%s sandbox: /tmp cleanup failed (%s); restarting it", self.name,
-                            (r.stderr or r.error or "")[-200:])
-                await self._kill()
-
-    def _tmp_cleanup_argv(self) -> list[str] | None:
-        """A command (run inside the sandbox) that empties its private /tmp, if it has one."""
-        return None
+        """Forget everything earlier executions left behind. The worker stays warm: it drops
+        its spare, mounts a fresh /tmp and /workspace (bwrap) and runs the next episode under
+        a new uid — milliseconds, not a restart. Host-side cleanup runs off the event loop."""
+        if self.host_workdir and self._workdir is not None:
+            await asyncio.to_thread(self.reset_workdir)
+        if self._proc is None or self._proc.returncode is not None:
+            return  # the next request starts a fresh worker
+        reply = await self._control({"op": "reset", **self._new_episode_identity()})
+        if reply.get("status") != "ok":
+            log.warning("%s sandbox: reset failed (%s); restarting it", self.name,
+                        str(reply.get("error"))[-200:])
+            await self._kill()
 
     # -- requests -----------------------------------------------------------------------
-    async def _request(self, req: dict[str, Any], timeout: float) -> ExecResult:
+    async def _exchange(self, req: dict[str, Any], timeout: float) -> dict[str, Any] | str:
+        """Send one request to the worker and read its one-line reply: the parsed reply, or
+        a string saying why there is none (the worker is then stopped)."""
+        if self._proc is None or self._proc.returncode is not None:
+            if self._proc is not None:
+                self.restarts += 1
+            await self.start()
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        req["id"] = next(self._ids)
+        try:
+            proc.stdin.write(json.dumps(req).encode() + b"\n")
+            await proc.stdin.drain()
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+        except (TimeoutError, ConnectionError, BrokenPipeError, ValueError) as exc:
+            await self._kill()
+            return f"sandbox stopped responding ({type(exc).__name__}); restarted"
+        if not line:
+            await self._kill()
+            tail = " | ".join(self._stderr_tail)[-500:]
+            return f"sandbox worker died; restarted. {tail}".strip()
+        try:
+            data = json.loads(line)
+        except (ValueError, RecursionError):
+            data = None
+        if not isinstance(data, dict):
+            await self._kill()
+            return "sandbox worker sent an unreadable reply; restarted"
+        data.pop("id", None)
+        return data
+
+    async def _control(self, req: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if self._proc is None or self._proc.returncode is not None:
-                if self._proc is not None:
-                    self.restarts += 1
-                await self.start()
-            proc = self._proc
-            assert proc is not None and proc.stdin is not None and proc.stdout is not None
-            req["id"] = next(self._ids)
+            data = await self._exchange(req, timeout)
+        return {"status": "error", "error": data} if isinstance(data, str) else data
+
+    async def _raw_request(self, req: dict[str, Any], timeout: float) -> dict[str, Any] | str:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
             req["timeout"] = timeout
             req["max_output_bytes"] = self.limits.max_output_bytes
             req["limits"] = self._request_limits()
-            t0 = time.perf_counter()
-            try:
-                proc.stdin.write(json.dumps(req).encode() + b"\n")
-                await proc.stdin.drain()
-                line = await asyncio.wait_for(proc.stdout.readline(), timeout + 10.0)
-            except (TimeoutError, ConnectionError, BrokenPipeError) as exc:
-                await self._kill()
-                return ExecResult(status="killed", duration_s=time.perf_counter() - t0,
-                                  error=f"sandbox stopped responding ({type(exc).__name__}); restarted")
-            if not line:
-                await self._kill()
-                tail = " | ".join(self._stderr_tail)[-500:]
-                return ExecResult(status="killed", duration_s=time.perf_counter() - t0,
-                                  error=f"sandbox worker died; restarted. {tail}".strip())
-            data = json.loads(line)
-            data.pop("id", None)
+            return await self._exchange(req, timeout + 10.0)
+
+    async def _request(self, req: dict[str, Any], timeout: float) -> ExecResult:
+        t0 = time.perf_counter()
+        data = await self._raw_request(req, timeout)
+        if isinstance(data, str):
+            return ExecResult(status="killed", duration_s=time.perf_counter() - t0, error=data)
+        try:
             return ExecResult.model_validate(data)
+        except Exception as exc:  # the runner vets what the payload says; be safe anyway
+            return ExecResult(status="error", duration_s=time.perf_counter() - t0,
+                              error=f"the execution's result could not be read: {type(exc).__name__}")
 
     def _request_limits(self) -> dict[str, int]:
         return self.limits.for_request()
@@ -398,3 +520,31 @@ class WorkerSandbox(Sandbox):
         if isinstance(argv, str) or not argv:
             raise TypeError("argv must be a non-empty list of strings (no shell on the host)")
         return await self._request({"op": "run", "argv": [str(a) for a in argv]}, timeout)
+
+    async def read_file(self, path: str, *, max_bytes: int = 1024**2,
+                        timeout: float = 30.0) -> bytes:
+        import base64
+
+        data = await self._raw_request({"op": "read_file", "path": str(path),
+                                        "max_bytes": int(max_bytes)}, timeout)
+        if isinstance(data, str) or data.get("status") != "ok":
+            why = data if isinstance(data, str) else (data.get("error") or data.get("status"))
+            raise SandboxFileError(f"cannot read {path!r} in the sandbox: {why}")
+        if data.get("truncated"):
+            raise SandboxFileError(f"{path!r} is larger than {max_bytes} bytes "
+                                   f"({data.get('size')} bytes)")
+        try:
+            return base64.b64decode(str(data.get("data") or ""), validate=True)
+        except ValueError as exc:
+            raise SandboxFileError(f"cannot read {path!r}: bad data ({exc})") from None
+
+    async def write_file(self, path: str, data: bytes, *, timeout: float = 30.0) -> None:
+        import base64
+
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError("data must be bytes")
+        reply = await self._raw_request({"op": "write_file", "path": str(path),
+                                         "data": base64.b64encode(bytes(data)).decode()}, timeout)
+        if isinstance(reply, str) or reply.get("status") != "ok":
+            why = reply if isinstance(reply, str) else (reply.get("error") or reply.get("status"))
+            raise SandboxFileError(f"cannot write {path!r} in the sandbox: {why}")

@@ -36,6 +36,9 @@ from medagentgym.sandbox.base import (
 )
 
 WORKER_IN_SANDBOX = "/opt/medagentgym/worker.py"
+#: where Python roots that live under the host's /tmp are bound a second time, so that the
+#: worker can bind them again on top of each episode's fresh /tmp
+_STASH = "/opt/medagentgym/roots"
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc")
 #: Capabilities the zygote keeps (root mode: in the host namespace; user mode: in its own
 #: user namespace). Payloads drop all of them before running agent code.
@@ -75,6 +78,7 @@ def _python_roots() -> list[str]:
 class BwrapSandbox(WorkerSandbox):
     name = "bwrap"
     isolates = True
+    host_workdir = False
 
     def __init__(self, *args: Any, bwrap: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -95,14 +99,11 @@ class BwrapSandbox(WorkerSandbox):
                     )
         self.uid = _allocate_uid() if self.privileged else 0
         self.gid = self.uid
-
-    def _tmp_cleanup_argv(self) -> list[str]:
-        """Empties /tmp, sparing the directories that hold a bound interpreter."""
-        spare = [a for name in getattr(self, "_tmp_protected", []) for a in ("!", "-name", name)]
-        return ["find", "/tmp", "-mindepth", "1", "-maxdepth", "1", *spare,
-                "-exec", "rm", "-rf", "--", "{}", "+"]
+        self._fds: tuple[int, ...] = ()
 
     def _worker_config(self) -> dict[str, Any]:
+        lim = self.limits
+        roots = [r for r in _python_roots() if r.startswith("/tmp/")]
         return {
             "preload": self.preload,
             "isolation": "pidns",
@@ -110,7 +111,19 @@ class BwrapSandbox(WorkerSandbox):
             "uid": self.uid,
             "gid": self.gid,
             "workdir": SANDBOX_WORKDIR,
+            "private_view": True,
+            "seccomp": True,
+            "shm_bytes": lim.shm_bytes,
+            "episode": {"tmp_bytes": lim.tmp_bytes, "workspace_bytes": lim.workspace_bytes,
+                        "inodes": lim.inodes,
+                        "tmp_roots": [[f"{_STASH}/{i}", r] for i, r in enumerate(roots)]},
         }
+
+    def _new_episode_identity(self) -> dict[str, int]:
+        if not self.privileged:
+            return {}
+        self.uid = self.gid = _allocate_uid()
+        return {"uid": self.uid, "gid": self.gid}
 
     def _request_limits(self) -> dict[str, int]:
         limits = super()._request_limits()
@@ -119,16 +132,29 @@ class BwrapSandbox(WorkerSandbox):
             limits["nproc"] += count_user_processes(os.getuid())
         return limits
 
-    def _command(self, config: dict[str, Any]) -> list[str]:
-        import json
+    def _pass_fds(self) -> tuple[int, ...]:
+        return self._fds
 
-        workdir = self.workdir
-        if self.privileged:
-            os.chown(workdir, self.uid, self.gid)
-        os.chmod(workdir, 0o700)
-        # the private /tmp comes first: a Python installation or virtual environment that
-        # lives under the host's /tmp (a CI checkout, say) is bound on top of it below
-        args = [self.bwrap, "--perms", "1777", "--size", str(self.limits.tmp_bytes), "--tmpfs", "/tmp"]
+    def _command(self, config: dict[str, Any]) -> list[str]:
+        """``bwrap --args FD``: the mount table (host paths) travels in a memfd, so the
+        sandbox's PID 1 shows no host path in its command line; the worker script is copied
+        in (``--ro-bind-data``) rather than bound from the checkout."""
+        args = self._bwrap_args()
+        script = os.memfd_create("medagentgym-worker", 0)
+        os.write(script, WORKER_SCRIPT.read_bytes())
+        os.lseek(script, 0, os.SEEK_SET)
+        args[args.index("@worker-fd@")] = str(script)
+        argfd = os.memfd_create("medagentgym-args", 0)
+        os.write(argfd, b"".join(a.encode() + b"\0" for a in args))
+        os.lseek(argfd, 0, os.SEEK_SET)
+        self._fds = (script, argfd)
+        return [self.bwrap, "--args", str(argfd),
+                "--", sys.executable, "-s", "-B", WORKER_IN_SANDBOX]
+
+    def _bwrap_args(self) -> list[str]:
+        # bwrap's /tmp only carries a Python installation that lives under the host's /tmp
+        # (a CI checkout, say) until the worker mounts each episode's own /tmp over it
+        args = ["--perms", "1777", "--size", str(16 * 1024**2), "--tmpfs", "/tmp"]
         for d in _SYSTEM_DIRS:
             if os.path.islink(d):
                 args += ["--symlink", os.readlink(d), d]
@@ -146,15 +172,19 @@ class BwrapSandbox(WorkerSandbox):
                     out += ["--perms", "0755", "--dir", p]
             return out
 
-        self._tmp_protected = sorted({Path(r).parts[2] for r in _python_roots()
-                                      if r.startswith("/tmp/") and len(Path(r).parts) > 2})
-        for root in _python_roots():
+        roots = _python_roots()
+        for root in roots:
             args += [*parents(root), "--ro-bind", root, root]
+        for i, root in enumerate(r for r in roots if r.startswith("/tmp/")):
+            args += [*parents(f"{_STASH}/{i}"), "--ro-bind", root, f"{_STASH}/{i}"]
+        for hidden in _package_dirs(roots):  # task generators and seeds: not in here
+            args += ["--perms", "0555", "--size", "4096", "--tmpfs", hidden]
         args += [
-            "--ro-bind", str(WORKER_SCRIPT), WORKER_IN_SANDBOX,
+            *parents(WORKER_IN_SANDBOX),
+            "--ro-bind-data", "@worker-fd@", WORKER_IN_SANDBOX,
             "--proc", "/proc",
             "--dev", "/dev",
-            "--bind", str(workdir), SANDBOX_WORKDIR,
+            "--perms", "0755", "--dir", SANDBOX_WORKDIR,
         ]
         for target, source in sorted(self.inputs.items()):
             args += [*parents(target), "--ro-bind", str(source.resolve()), target]
@@ -170,11 +200,26 @@ class BwrapSandbox(WorkerSandbox):
         if self.privileged:
             args += ["--cap-drop", "ALL"]
         else:
-            args += ["--unshare-user", "--uid", "0", "--gid", "0", "--disable-userns"]
+            # no --disable-userns: it nests a second user namespace that does not own the
+            # mount namespace, and the worker mounts each episode's /tmp and /workspace and
+            # each execution's /proc; the payload's seccomp filter refuses new namespaces
+            args += ["--unshare-user", "--uid", "0", "--gid", "0"]
         for cap in _ZYGOTE_CAPS:
             args += ["--cap-add", cap]
-        args += ["--", sys.executable, "-s", "-B", WORKER_IN_SANDBOX, json.dumps(config)]
         return args
+
+
+def _package_dirs(roots: list[str]) -> list[str]:
+    """Where ``medagentgym`` itself is installed inside a bound root (a non-editable
+    install): hidden in the sandbox, so agent code cannot import the task generators."""
+    import medagentgym
+
+    found = []
+    for path in getattr(medagentgym, "__path__", []):
+        real = os.path.realpath(path)
+        if any(real.startswith(r + "/") for r in roots):
+            found.append(real)
+    return found
 
 
 @functools.cache

@@ -82,9 +82,7 @@ class LocalSandbox(WorkerSandbox):
         return cfg
 
     def _command(self, config: dict[str, Any]) -> list[str]:
-        import json
-
-        return [sys.executable, "-s", "-B", str(WORKER_SCRIPT), json.dumps(config)]
+        return [sys.executable, "-s", "-B", str(WORKER_SCRIPT)]
 
     def _spawn_kwargs(self) -> dict[str, Any]:
         return {"cwd": str(self.workdir)}
