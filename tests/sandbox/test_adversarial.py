@@ -217,6 +217,8 @@ def test_reset_gives_a_clean_episode_under_a_new_uid(sb):
 
 
 def test_deep_trees_do_not_break_reset(sb):
+    sb.reset()
+    fresh_tmp = ok(sb.execute("import os\nanswer = sorted(os.listdir('/tmp'))"))  # a venv under /tmp shows
     code = ("import os\nos.chdir('/workspace')\n"
             "for i in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\n"
             "os.chdir('/tmp')\n"
@@ -224,7 +226,8 @@ def test_deep_trees_do_not_break_reset(sb):
             "os.chmod('.', 0)\nanswer = 'deep'")
     assert ok(sb.execute(code, timeout=60)) == "deep"
     sb.reset()
-    assert ok(sb.execute("import os\nanswer = os.listdir('/workspace') + os.listdir('/tmp')")) == []
+    assert ok(sb.execute("import os\nanswer = [os.listdir('/workspace'), sorted(os.listdir('/tmp'))]")) == [
+        [], fresh_tmp]
 
 
 def test_workspace_and_tmp_have_size_and_inode_budgets(sb):
