@@ -10,7 +10,8 @@ import time
 import pytest
 
 from medagentgym.errors import ConfigurationError
-from tests.sandbox.conftest import MARK, stray_processes
+from medagentgym.sandbox import SyncSandbox, create_sandbox
+from tests.sandbox.conftest import MARK, PROVIDERS, stray_processes
 
 # ------------------------------------------------------------------ results and answers
 
@@ -496,3 +497,102 @@ def test_no_stray_processes_after_suite(_processes_before_module):
 @pytest.fixture(scope="module", autouse=True)
 def _processes_before_module():
     return {p.split()[0] for p in stray_processes(allow_idle_workers=False)}
+
+
+# ------------------------------------------------------------------ task-contract capabilities
+
+
+def test_probes_run_after_the_code_in_its_namespace(sandbox):
+    code = ("import json\nrows = [{'a': 1}, {'a': 2}]\n"
+            "def double(x):\n    print('HIDDEN-INPUT', x)\n    return 2 * x\n"
+            "print('shown')\nanswer = len(rows)")
+    r = sandbox.execute(code, probes={"n": "len(rows)", "call": "double(21)",
+                                      "missing": "nope", "frame": "rows"})
+    assert r.status == "ok" and r.answer == 2
+    assert r.probes["n"].value == 2 and r.probes["n"].type == "int"
+    assert r.probes["call"].value == 42
+    assert "NameError" in r.probes["missing"].error
+    assert r.probes["frame"].value == [{"a": 1}, {"a": 2}]
+    assert "shown" in r.stdout and "HIDDEN-INPUT" not in r.stdout + r.stderr
+
+
+def test_probe_code_is_absent_while_the_agent_code_runs(sandbox):
+    """The agent's code looks for the probe's text everywhere it can read; it is not there."""
+    code = ("import os\nneedle = ''.join(['PROBE-', 'SECRET-7']).encode()\nfound = []\n"
+            "for fd in range(0, 64):\n"
+            "    try:\n        os.set_blocking(fd, False)\n"
+            "        found.append(needle in os.read(fd, 1 << 20))\n"
+            "    except OSError:\n        pass\n"
+            "answer = any(found)")
+    r = sandbox.execute(code, probes={"s": "'PROBE-SECRET-7'"})
+    assert r.answer is False and r.probes["s"].value == "PROBE-SECRET-7"
+
+
+def test_a_hanging_probe_times_out_without_failing_the_code(sandbox):
+    r = sandbox.execute("def f():\n    while True:\n        pass\nanswer = 1",
+                        probes={"hang": "f()", "ok": "1 + 1"}, probe_timeout=1.0)
+    assert r.status == "ok" and r.answer == 1
+    assert r.probes["hang"].error and r.probes["ok"].error  # P was stopped: nothing came back
+    assert sandbox.execute("answer = 'alive'").answer == "alive"
+
+
+def test_read_and_write_file_limits(sandbox):
+    import pytest
+
+    from medagentgym.sandbox.base import SandboxFileError
+
+    sandbox.execute("open('big.bin', 'wb').write(b'x' * 100_000)\nimport os\n"
+                    "os.mkfifo('fifo') if hasattr(os, 'mkfifo') else None")
+    with pytest.raises(SandboxFileError, match="larger"):
+        sandbox.read_file("big.bin", max_bytes=1000)
+    assert len(sandbox.read_file("big.bin", max_bytes=200_000)) == 100_000
+    with pytest.raises(SandboxFileError):
+        sandbox.read_file("does-not-exist")
+    with pytest.raises(SandboxFileError, match="regular"):
+        sandbox.read_file("fifo")
+
+
+@pytest.fixture(scope="module")
+def service_socket(tmp_path_factory):
+    """A tiny HTTP service on a unix socket, served by a thread on the host."""
+    import socketserver
+    import threading
+
+    path = tmp_path_factory.mktemp("svc") / "svc.sock"
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self):
+            line = self.rfile.readline().decode(errors="replace").strip()
+            body = f"echo {line}".encode()
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                             % len(body) + body)
+
+    server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield path
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_service_is_reachable_at_its_fixed_port_and_nothing_else(provider, service_socket):
+    inner = create_sandbox(provider, services={8080: service_socket}, preload="none")
+    with SyncSandbox(inner) as sb:
+        for _ in range(2):  # a service outlives executions, and episodes
+            r = sb.execute("import urllib.request\n"
+                           "answer = urllib.request.urlopen('http://localhost:8080/fhir/x', timeout=5).read().decode()")
+            assert r.answer == "echo GET /fhir/x HTTP/1.1", r
+            sb.reset()
+        if inner.isolates:
+            r = sb.execute("import socket\nout = []\nfor port in (8081, 80, 443):\n"
+                           "    s = socket.socket()\n    s.settimeout(2)\n"
+                           "    out.append(s.connect_ex(('127.0.0.1', port)))\nanswer = out")
+            assert all(code != 0 for code in r.answer)
+
+
+def test_service_socket_must_exist(tmp_path):
+    from medagentgym.errors import ConfigurationError
+
+    inner = create_sandbox(PROVIDERS[0], services={8080: tmp_path / "missing.sock"})
+    with pytest.raises(ConfigurationError, match="unix socket"):
+        SyncSandbox(inner).start()

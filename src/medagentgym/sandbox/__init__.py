@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,37 +39,69 @@ __all__ = [
     "create_sandbox",
     "open_sandbox",
     "open_sandbox_async",
+    "register_provider",
     "resolve_provider",
     "run_sync",
 ]
 
 log = logging.getLogger(__name__)
 
-PROVIDERS = ("bwrap", "local")
+@dataclass(frozen=True)
+class ProviderEntry:
+    """A registered provider: where its class lives (``"module:Class"``, imported lazily) and
+    how to tell whether it can run here (``"module:function"`` returning (ok, why))."""
+
+    target: str
+    probe: str | None = None
+    isolates: bool = True
+
+
+_REGISTRY: dict[str, ProviderEntry] = {
+    "bwrap": ProviderEntry("medagentgym.sandbox.bwrap:BwrapSandbox",
+                           "medagentgym.sandbox.bwrap:probe_bwrap"),
+    "local": ProviderEntry("medagentgym.sandbox.local:LocalSandbox", None, isolates=False),
+}
+PROVIDERS = tuple(_REGISTRY)
+
+
+def register_provider(name: str, target: str, *, probe: str | None = None,
+                      isolates: bool = True) -> None:
+    """Add a provider (a ``WorkerSandbox`` subclass) under ``name``; it must pass the
+    provider conformance suite (``tests/sandbox``)."""
+    global PROVIDERS
+    _REGISTRY[name] = ProviderEntry(target, probe, isolates)
+    PROVIDERS = tuple(_REGISTRY)
+
+
+def _load(target: str) -> Any:
+    import importlib
+
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def _provider_class(name: str) -> type[WorkerSandbox]:
-    if name == "bwrap":
-        from medagentgym.sandbox.bwrap import BwrapSandbox
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        import difflib
 
-        return BwrapSandbox
-    if name == "local":
-        from medagentgym.sandbox.local import LocalSandbox
-
-        return LocalSandbox
-    raise ConfigurationError(
-        f"unknown sandbox provider {name!r}; choose one of: auto, {', '.join(PROVIDERS)}"
-    )
+        near = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ConfigurationError(
+            f"unknown sandbox provider {name!r}{hint}; choose one of: auto, {', '.join(_REGISTRY)}")
+    return _load(entry.target)
 
 
 def available_providers() -> dict[str, tuple[bool, str]]:
     """Each provider: (usable here?, why)."""
-    from medagentgym.sandbox.bwrap import probe_bwrap
-
-    return {
-        "bwrap": probe_bwrap(),
-        "local": (True, "always available; does NOT isolate agent code"),
-    }
+    out = {}
+    for name, entry in _REGISTRY.items():
+        if entry.probe is None:
+            why = "always available" + ("" if entry.isolates else "; does NOT isolate agent code")
+            out[name] = (True, why)
+        else:
+            out[name] = _load(entry.probe)()
+    return out
 
 
 def _configured_provider() -> str | None:
@@ -177,8 +210,10 @@ class SyncSandbox:
         run_sync(self.inner.start())
         return self
 
-    def execute(self, code: str, *, timeout: float = 30.0) -> ExecResult:
-        return run_sync(self.inner.execute(code, timeout=timeout))
+    def execute(self, code: str, *, timeout: float = 30.0,
+                probes: Mapping[str, str] | None = None, probe_timeout: float = 10.0) -> ExecResult:
+        return run_sync(self.inner.execute(code, timeout=timeout, probes=probes,
+                                           probe_timeout=probe_timeout))
 
     def run(self, argv: Sequence[str], *, timeout: float = 30.0) -> ExecResult:
         return run_sync(self.inner.run(argv, timeout=timeout))

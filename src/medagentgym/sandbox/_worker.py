@@ -359,8 +359,10 @@ def _trim_traceback(exc):
     return text
 
 
-def _run_code(code, result_fd):
-    """Execute agent code in a fresh namespace; send the outcome on ``result_fd``."""
+def _run_code(code, result_fd, probe_fd=None):
+    """Execute agent code in a fresh namespace; send the outcome on ``result_fd``. With
+    ``probe_fd``, then read the host's probes from it (they enter only now), evaluate them in
+    the same namespace, and send their values as a second frame."""
     outcome = {"kind": "code"}
     status = "ok"
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -417,7 +419,69 @@ def _run_code(code, result_fd):
     except Exception as exc:
         data = json.dumps({"kind": "code", "status": "error",
                            "error": f"could not encode result: {exc}"}).encode()
-    _write_all(result_fd, data)
+    if probe_fd is None:
+        try:
+            os.set_blocking(result_fd, True)
+        except OSError:
+            pass
+        _send_frame(result_fd, data)
+        return
+    # what probes print (an agent's function echoing its hidden inputs) is never shown
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
+    for fd in (result_fd, probe_fd):  # the agent's code may have changed them
+        try:
+            os.set_blocking(fd, True)
+        except OSError:
+            pass
+    _send_frame(result_fd, data)
+    probes = _recv_frame(probe_fd)
+    values = {}
+    for probe in json.loads(probes) if probes else []:
+        values[probe["name"]] = _eval_probe(probe["expr"], namespace)
+    try:
+        data = json.dumps({"probes": values}, allow_nan=True).encode()
+    except Exception as exc:
+        data = json.dumps({"probes": {}, "error": f"could not encode probes: {exc}"}).encode()
+    _send_frame(result_fd, data)
+
+
+def _eval_probe(expr, namespace):
+    """One probe: a Python expression evaluated in the agent's namespace -> its JSON value."""
+    try:
+        value = eval(compile(expr, "<probe>", "eval"), namespace)
+        out = {"type": type_name(value), "value": to_jsonable(value)}
+        if len(json.dumps(out, allow_nan=True)) > ANSWER_MAX_BYTES:
+            return {"error": "value is too large to return"}
+        return out
+    except BaseException as exc:  # the agent's code may make a probe fail in any way
+        try:
+            return {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        except BaseException:
+            return {"error": "probe failed"}
+
+
+def _send_frame(fd, data):
+    _write_all(fd, struct.pack(">Q", len(data)) + data)
+
+
+def _recv_exact(fd, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = os.read(fd, min(_READ_CHUNK, n - len(buf)))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def _recv_frame(fd):
+    head = _recv_exact(fd, 8)
+    if head is None:
+        return None
+    return _recv_exact(fd, struct.unpack(">Q", head)[0])
 
 
 def _file_op(req, result_fd):
@@ -460,7 +524,7 @@ def _file_op(req, result_fd):
     except Exception as exc:
         outcome["status"] = "error"
         outcome["error"] = f"{type(exc).__name__}: {exc}"[:500]
-    _write_all(result_fd, json.dumps(outcome).encode())
+    _send_frame(result_fd, json.dumps(outcome).encode())
 
 
 def _write_all(fd, data):
@@ -505,15 +569,16 @@ def _payload_main(cfg, req_r, out_w, err_w, res_w):
         for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         _become_payload(cfg)
-        data = _read_all(req_r)  # blocks while the sandbox is idle
-        os.close(req_r)
+        data = _recv_frame(req_r)  # blocks while the sandbox is idle
         if not data:
             os._exit(0)
         req = json.loads(data)
+        if not req.get("has_probes"):
+            os.close(req_r)
         _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # its own /proc/self again (RLIMIT_CORE is 0)
         _apply_limits(req.get("limits") or {})  # only lowering: allowed unprivileged
         if req["op"] == "exec":
-            _run_code(req["code"], res_w)
+            _run_code(req["code"], res_w, req_r if req.get("has_probes") else None)
             code = 0
         elif req["op"] in ("read_file", "write_file"):
             _file_op(req, res_w)
@@ -585,6 +650,48 @@ def _spawn_payload(cfg):
     return pid, out_r, err_r, res_r, req_w
 
 
+def _frames(buf):
+    """Complete length-prefixed frames at the start of ``buf`` (and the bytes after them)."""
+    frames, pos = [], 0
+    while len(buf) - pos >= 8:
+        n = struct.unpack(">Q", bytes(buf[pos:pos + 8]))[0]
+        if n > len(buf) - pos - 8:
+            break
+        frames.append(bytes(buf[pos + 8:pos + 8 + n]))
+        pos += 8 + n
+    return frames, len(buf) - pos
+
+
+def _clean_probes(probes, raw, failure):
+    """One entry per probe the *host* asked for (names from the request, never from P):
+    a JSON value with its type, or an error."""
+    got = {}
+    if raw is not None:
+        try:
+            parsed = json.loads(raw)
+        except (ValueError, RecursionError):
+            parsed = None
+        if isinstance(parsed, dict) and isinstance(parsed.get("probes"), dict):
+            got = parsed["probes"]
+    out = {}
+    for probe in probes:
+        name = probe["name"]
+        item = got.get(name)
+        clean = {}
+        if isinstance(item, dict):
+            if isinstance(item.get("error"), str):
+                clean["error"] = item["error"][:500]
+            elif "value" in item and isinstance(item.get("type"), str):
+                if _depth_ok(item["value"]):
+                    clean = {"value": item["value"], "type": item["type"][:200]}
+                else:
+                    clean["error"] = f"value is nested more than {MAX_DEPTH} levels deep"
+        if not clean:
+            clean["error"] = failure or "the probe returned nothing"
+        out[name] = clean
+    return out
+
+
 # What P may report about itself (it runs the agent's code: every field is untrusted).
 _TEXT_FIELDS = {"answer_type": 200, "answer_error": 500, "error": 2000, "traceback": 10000,
                 "data": 2 * FILE_MAX_BYTES}
@@ -649,13 +756,22 @@ def _supervise(cfg, req, spawned):
         limits["cpu_seconds"] = int(timeout) + 2
     req["limits"] = limits
     result_cap = 3 * FILE_MAX_BYTES if req["op"] in ("read_file", "write_file") else 2 * ANSWER_MAX_BYTES
+    # probes stay here until P says the agent's code has finished
+    probes = req.pop("probes", None) if req["op"] == "exec" else None
+    probe_timeout = float(req.pop("probe_timeout", None) or 10.0)
+    req["has_probes"] = bool(probes)
+    if probes:
+        result_cap += 2 * ANSWER_MAX_BYTES
     start = time.monotonic()
     try:
-        _write_all(req_w, json.dumps(req).encode())
+        _send_frame(req_w, json.dumps(req).encode())
     except OSError:
         pass  # P died early; reported below from its exit status
-    os.close(req_w)
+    if not probes:
+        os.close(req_w)
+        req_w = None
     deadline = start + timeout
+    probes_sent = False
     bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray()}
     total = {out_r: 0, err_r: 0}
     open_fds = {out_r, err_r, res_r}
@@ -703,6 +819,15 @@ def _supervise(cfg, req, spawned):
             if fd == res_r:
                 if len(bufs[fd]) <= result_cap:
                     bufs[fd] += chunk
+                if probes and not probes_sent and reason is None and _frames(bufs[res_r])[0]:
+                    probes_sent = True
+                    deadline = time.monotonic() + probe_timeout
+                    try:
+                        _send_frame(req_w, json.dumps(probes).encode())
+                    except OSError:
+                        pass
+                    os.close(req_w)
+                    req_w = None
                 continue
             total[fd] += len(chunk)
             room = cap - len(bufs[out_r]) - len(bufs[err_r])
@@ -714,6 +839,8 @@ def _supervise(cfg, req, spawned):
     if not payload_done:
         _kill(pid, cfg)
         _, status_word = os.waitpid(pid, 0)
+    if req_w is not None:
+        os.close(req_w)
     os.close(pidfd)
     for fd in (out_r, err_r, res_r):
         try:
@@ -737,10 +864,16 @@ def _supervise(cfg, req, spawned):
             exit_code = -term_signal
     result["exit_code"] = exit_code
     outcome = None
-    if bufs[res_r] and len(bufs[res_r]) <= result_cap:
-        outcome = _clean_outcome(bytes(bufs[res_r]), req["op"])
+    frames, _rest = _frames(bufs[res_r])
+    if frames:
+        outcome = _clean_outcome(frames[0], req["op"])
     if outcome:
         result.update(outcome)
+    if probes:
+        result["probes"] = _clean_probes(probes, frames[1] if len(frames) > 1 else None,
+                                         "timed out" if reason == "timeout" and probes_sent else None)
+        if probes_sent and reason == "timeout":
+            reason = None  # the agent's code finished; only its probes ran out of time
     if reason == "timeout":
         result["status"] = "timeout"
         result["error"] = f"execution exceeded the {timeout:g} s time limit"
@@ -863,6 +996,111 @@ def _send(obj):
     sys.__stdout__.flush()
 
 
+# --------------------------------------------------------------------------- services
+
+
+def _start_forwarder(cfg):
+    """A process that listens on 127.0.0.1:PORT (and [::1]:PORT) in the sandbox's network
+    namespace for each service and relays every connection to the service's unix socket,
+    which the host serves. Payloads live in their own PID namespaces: they can connect to it,
+    nothing else."""
+    services = cfg.get("services") or []
+    if not services:
+        return None
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+            listeners = _listen(services)
+            if cfg.get("drop_privileges"):  # it keeps the zygote's uid (the socket's owner)
+                for cap in range(CAP_LAST + 1):
+                    _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+                _drop_all_capabilities()
+            _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            _relay(listeners)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(0)
+    return pid
+
+
+def _listen(services):
+    import socket
+
+    listeners = {}
+    for svc in services:
+        port, path = int(svc["port"]), str(svc["socket"])
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            try:
+                srv = socket.socket(family, socket.SOCK_STREAM)
+                srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                srv.bind((host, port))
+                srv.listen(64)
+                srv.setblocking(False)
+                listeners[srv] = path
+            except OSError:
+                if family == socket.AF_INET:
+                    raise
+    return listeners
+
+
+def _relay(listeners, max_connections=64):
+    """Accept on every listener; two threads per connection copy bytes each way."""
+    import selectors
+    import socket
+    import threading
+
+    slots = threading.BoundedSemaphore(max_connections)
+
+    def pipe(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def serve(client, path):
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            upstream.connect(path)
+            back = threading.Thread(target=pipe, args=(upstream, client), daemon=True)
+            back.start()
+            pipe(client, upstream)
+            back.join()
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
+            slots.release()
+
+    sel = selectors.DefaultSelector()
+    for srv, path in listeners.items():
+        sel.register(srv, selectors.EVENT_READ, path)
+    while True:
+        for key, _events in sel.select():
+            try:
+                client, _ = key.fileobj.accept()
+            except OSError:
+                continue
+            if not slots.acquire(blocking=False):
+                client.close()  # too many at once: refuse rather than queue
+                continue
+            client.setblocking(True)
+            threading.Thread(target=serve, args=(client, key.data), daemon=True).start()
+
+
 def _reset(cfg, req):
     """A new episode: a new uid (never one an earlier episode used), fresh /tmp and
     /workspace. The caller has already thrown the spare away."""
@@ -888,6 +1126,7 @@ def main():
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     t0 = time.monotonic()
     _episode_mounts(cfg, first=True)
+    forwarder = _start_forwarder(cfg)
     seccomp = None
     if cfg.get("seccomp"):
         seccomp = _seccomp_program(platform.machine()) is not None
@@ -896,7 +1135,9 @@ def main():
         _warm_up()
     _send({"ready": True, "pid": os.getpid(), "uid": cfg.get("uid"), "preloaded": loaded,
            "preload_failed": failed, "preload_s": time.monotonic() - t0,
-           "python": sys.version.split()[0], "seccomp": seccomp})
+           "python": sys.version.split()[0], "seccomp": seccomp,
+           "services": [int(svc["port"]) for svc in cfg.get("services") or []]})
+    del forwarder  # it dies with the zygote (PR_SET_PDEATHSIG) or with the PID namespace
     host_fds = (host_in.fileno(), host_out_fd)
     spare = _fork_runner(cfg, host_fds)
     for line in host_in:

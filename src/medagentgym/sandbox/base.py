@@ -80,6 +80,18 @@ class SandboxLimits(BaseModel):
         }
 
 
+class ProbeValue(BaseModel):
+    """What one probe returned: a JSON value (and the Python type it had), or an error."""
+
+    value: Any = None
+    type: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
 class ExecResult(BaseModel):
     """What one execution (``execute`` or ``run``) produced."""
 
@@ -95,6 +107,8 @@ class ExecResult(BaseModel):
     traceback: str | None = None
     answer_error: str | None = Field(None, description="why `answer` could not be returned")
     output_bytes: int = 0
+    probes: dict[str, ProbeValue] | None = Field(
+        None, description="trusted expressions evaluated after the code, in its namespace")
 
     @property
     def ok(self) -> bool:
@@ -135,8 +149,16 @@ class Sandbox(abc.ABC):
     async def start(self) -> None: ...
 
     @abc.abstractmethod
-    async def execute(self, code: str, *, timeout: float = 30.0) -> ExecResult:
-        """Run Python ``code`` in a fresh copy of the warm worker; capture ``answer``."""
+    async def execute(self, code: str, *, timeout: float = 30.0,
+                      probes: Mapping[str, str] | None = None,
+                      probe_timeout: float = 10.0) -> ExecResult:
+        """Run Python ``code`` in a fresh copy of the warm worker; capture ``answer``.
+
+        ``probes`` (name -> Python expression) are sent into the sandbox only after the code
+        has finished, evaluated in its namespace, and come back as JSON values in
+        ``result.probes`` — compare them on the host (the agent's code may have patched
+        anything in there). What probes print is discarded; they get ``probe_timeout``
+        seconds of their own."""
 
     @abc.abstractmethod
     async def run(self, argv: Sequence[str], *, timeout: float = 30.0) -> ExecResult:
@@ -263,8 +285,14 @@ class WorkerSandbox(Sandbox):
         env: Mapping[str, str] | None = None,
         workdir: str | os.PathLike[str] | None = None,
         start_timeout: float = 60.0,
+        services: Mapping[int, str | os.PathLike[str]] | None = None,
     ) -> None:
         self.inputs = {str(k): Path(v) for k, v in (inputs or {}).items()}
+        self.services = {}
+        for port, sock in (services or {}).items():
+            if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+                raise ConfigurationError(f"service port must be an integer 1-65535: {port!r}")
+            self.services[port] = Path(sock)
         for target, source in self.inputs.items():
             if not target.startswith("/") or ".." in Path(target).parts:
                 raise ConfigurationError(f"sandbox input path must be absolute: {target!r}")
@@ -340,6 +368,17 @@ class WorkerSandbox(Sandbox):
             return
         if self._closed:
             raise SandboxError("sandbox is closed")
+        import stat
+
+        for port, sock in self.services.items():
+            try:
+                is_socket = stat.S_ISSOCK(os.stat(sock).st_mode)
+            except OSError:
+                is_socket = False
+            if not is_socket:
+                raise ConfigurationError(
+                    f"service on port {port}: {sock} is not a listening unix socket; start the "
+                    "service before the sandbox")
         self._lock = self._lock or asyncio.Lock()
         if self.host_workdir:
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -488,18 +527,20 @@ class WorkerSandbox(Sandbox):
             data = await self._exchange(req, timeout)
         return {"status": "error", "error": data} if isinstance(data, str) else data
 
-    async def _raw_request(self, req: dict[str, Any], timeout: float) -> dict[str, Any] | str:
+    async def _raw_request(self, req: dict[str, Any], timeout: float,
+                           extra_wait: float = 0.0) -> dict[str, Any] | str:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             req["timeout"] = timeout
             req["max_output_bytes"] = self.limits.max_output_bytes
             req["limits"] = self._request_limits()
-            return await self._exchange(req, timeout + 10.0)
+            return await self._exchange(req, timeout + extra_wait + 10.0)
 
-    async def _request(self, req: dict[str, Any], timeout: float) -> ExecResult:
+    async def _request(self, req: dict[str, Any], timeout: float,
+                       extra_wait: float = 0.0) -> ExecResult:
         t0 = time.perf_counter()
-        data = await self._raw_request(req, timeout)
+        data = await self._raw_request(req, timeout, extra_wait)
         if isinstance(data, str):
             return ExecResult(status="killed", duration_s=time.perf_counter() - t0, error=data)
         try:
@@ -511,10 +552,19 @@ class WorkerSandbox(Sandbox):
     def _request_limits(self) -> dict[str, int]:
         return self.limits.for_request()
 
-    async def execute(self, code: str, *, timeout: float = 30.0) -> ExecResult:
+    async def execute(self, code: str, *, timeout: float = 30.0,
+                      probes: Mapping[str, str] | None = None,
+                      probe_timeout: float = 10.0) -> ExecResult:
         if not isinstance(code, str):
             raise TypeError("code must be a string")
-        return await self._request({"op": "exec", "code": code}, timeout)
+        req: dict[str, Any] = {"op": "exec", "code": code}
+        if probes:
+            for name, expr in probes.items():
+                if not isinstance(name, str) or not isinstance(expr, str):
+                    raise TypeError("probes map names to Python expressions (strings)")
+            req["probes"] = [{"name": n, "expr": e} for n, e in probes.items()]
+            req["probe_timeout"] = float(probe_timeout)
+        return await self._request(req, timeout, probe_timeout if probes else 0.0)
 
     async def run(self, argv: Sequence[str], *, timeout: float = 30.0) -> ExecResult:
         if isinstance(argv, str) or not argv:

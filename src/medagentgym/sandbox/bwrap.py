@@ -39,6 +39,8 @@ WORKER_IN_SANDBOX = "/opt/medagentgym/worker.py"
 #: where Python roots that live under the host's /tmp are bound a second time, so that the
 #: worker can bind them again on top of each episode's fresh /tmp
 _STASH = "/opt/medagentgym/roots"
+#: where each service's unix socket is bound (the worker's forwarder relays 127.0.0.1:PORT)
+_SERVICES = "/opt/medagentgym/services"
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc")
 #: Capabilities the zygote keeps (root mode: in the host namespace; user mode: in its own
 #: user namespace). Payloads drop all of them before running agent code.
@@ -114,6 +116,8 @@ class BwrapSandbox(WorkerSandbox):
             "private_view": True,
             "seccomp": True,
             "shm_bytes": lim.shm_bytes,
+            "services": [{"port": port, "socket": f"{_SERVICES}/{port}.sock"}
+                         for port in sorted(self.services)],
             "episode": {"tmp_bytes": lim.tmp_bytes, "workspace_bytes": lim.workspace_bytes,
                         "inodes": lim.inodes,
                         "tmp_roots": [[f"{_STASH}/{i}", r] for i, r in enumerate(roots)]},
@@ -188,6 +192,9 @@ class BwrapSandbox(WorkerSandbox):
         ]
         for target, source in sorted(self.inputs.items()):
             args += [*parents(target), "--ro-bind", str(source.resolve()), target]
+        for port, sock in sorted(self.services.items()):
+            target = f"{_SERVICES}/{port}.sock"
+            args += [*parents(target), "--ro-bind", str(sock), target]
         args += ["--remount-ro", "/"]  # the sandbox's own root tmpfs: nothing new up there
         args += [
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",

@@ -10,6 +10,7 @@ machines without namespaces, for code you trust.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import warnings
@@ -38,6 +39,53 @@ class LocalSandbox(WorkerSandbox):
             log.warning(UNSAFE_WARNING)
         if self.inputs:
             self._link_inputs()
+        self._relays: dict[int, Any] = {}  # service port -> host-side relay server
+
+    async def start(self) -> None:
+        await super().start()
+        await self._start_relays()
+
+    async def _start_relays(self) -> None:
+        """Without a network namespace, each service gets a relay on an ephemeral host port,
+        and its fixed port in code and commands is rewritten to that one."""
+        import asyncio
+
+        for port, sock in self.services.items():
+            if port in self._relays:
+                continue
+
+            async def relay(reader: Any, writer: Any, sock: str = str(sock)) -> None:
+                try:
+                    up_r, up_w = await asyncio.open_unix_connection(sock)
+                except OSError:
+                    writer.close()
+                    return
+
+                async def copy(src: Any, dst: Any) -> None:
+                    try:
+                        while data := await src.read(65536):
+                            dst.write(data)
+                            await dst.drain()
+                    except (OSError, asyncio.IncompleteReadError):
+                        pass
+                    finally:
+                        with contextlib.suppress(Exception):
+                            dst.write_eof()
+
+                await asyncio.gather(copy(reader, up_w), copy(up_r, writer))
+                writer.close()
+                up_w.close()
+
+            self._relays[port] = await asyncio.start_server(relay, "127.0.0.1", 0)
+
+    def _service_ports(self) -> dict[int, int]:
+        return {port: srv.sockets[0].getsockname()[1] for port, srv in self._relays.items()}
+
+    async def close(self) -> None:
+        for srv in self._relays.values():
+            srv.close()
+        self._relays.clear()
+        await super().close()
 
     def _link_inputs(self) -> None:
         """Without mount namespaces, inputs appear under the work dir instead."""
@@ -60,16 +108,19 @@ class LocalSandbox(WorkerSandbox):
         return env
 
     def _local_path(self, text: str) -> str:
-        """Inputs live under the work dir here: point the prompt's paths (``/data/...``) there."""
-        if not self.inputs:
-            return text
+        """Inputs live under the work dir here: point the prompt's paths (``/data/...``) there,
+        and services' fixed ports to their relays."""
         import re
 
+        for port, real in self._service_ports().items():
+            text = re.sub(rf"\b(localhost|127\.0\.0\.1):{port}\b", rf"\g<1>:{real}", text)
+        if not self.inputs:
+            return text
         pattern = "|".join(re.escape(t) for t in sorted(self.inputs, key=len, reverse=True))
         return re.sub(pattern, lambda m: str(self.workdir / m.group(0).lstrip("/")), text)
 
-    async def execute(self, code: str, *, timeout: float = 30.0) -> Any:
-        return await super().execute(self._local_path(code), timeout=timeout)
+    async def execute(self, code: str, *, timeout: float = 30.0, **kwargs: Any) -> Any:
+        return await super().execute(self._local_path(code), timeout=timeout, **kwargs)
 
     async def run(self, argv: Any, *, timeout: float = 30.0) -> Any:
         if isinstance(argv, str) or not argv:
