@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 def serve(
     host: str = typer.Option("127.0.0.1", help="bind address (0.0.0.0 exposes it; use --token)"),
@@ -12,10 +14,17 @@ def serve(
     idle_timeout: float = typer.Option(600.0, help="close envs idle for this many seconds"),
     token: str = typer.Option(None, envvar="MEDAGENTGYM_SERVER_TOKEN", show_envvar=True,
                               help="require 'Authorization: Bearer TOKEN'"),
-    sandbox: str = typer.Option("auto", help="sandbox provider for every env: auto | bwrap | local"),
+    admin_token: str = typer.Option(None, envvar="MEDAGENTGYM_SERVER_ADMIN_TOKEN",
+                                    show_envvar=True,
+                                    help="'X-Admin-Token: TOKEN' lists every env in GET /envs"),
+    sandbox: str = typer.Option("auto", help="sandbox provider for every env: auto | bwrap | "
+                                             "local (local: loopback only; clients never choose)"),
+    max_body: int = typer.Option(1 << 20, help="largest request body in bytes (413 beyond)"),
+    max_task_sets: int = typer.Option(32, help="most distinct (dataset, split, options) task "
+                                               "sets built"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
 ) -> None:
-    """Serve reset/step over HTTP (see docs/training.md, 'Over HTTP')."""
+    """Serve reset/step over HTTP (see docs/training.md, 'The environment server')."""
     from medagentgym.errors import ConfigurationError
 
     try:
@@ -26,9 +35,17 @@ def serve(
         raise ConfigurationError(
             f"the server needs FastAPI and uvicorn ({exc.name} is missing): "
             "pip install 'medagentgym[server]'") from None
-    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+    from medagentgym.sandbox import resolve_provider
+
+    provider = resolve_provider(sandbox)  # once, here: $MEDAGENTGYM_SANDBOX or config included
+    if provider == "local" and host not in LOOPBACK:
+        raise ConfigurationError(
+            f"the sandbox provider is local (no isolation of agent code); refusing to serve it "
+            f"on {host}: use --sandbox bwrap, or bind to 127.0.0.1")
+    if host not in LOOPBACK and not token:
         typer.secho(f"warning: serving on {host} without --token: anyone who can reach the "
                     "port can run code in your sandboxes", fg="yellow", err=True)
     app = create_app(max_envs=max_envs, idle_timeout_s=idle_timeout, token=token or None,
-                     sandbox=sandbox)
+                     sandbox=provider, admin_token=admin_token or None, max_body_bytes=max_body,
+                     max_task_sets=max_task_sets)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -13,6 +13,9 @@ Client (needs only ``httpx``)::
     obs, reward, terminated, truncated, info = env.step(reply_text)
     env.close()
 
+Each env is a capability of the client that created it (a secret the client sends for you);
+options are an allow-list (no host paths, no sandbox choice); see docs/training.md.
+
 This module imports nothing heavy; import :mod:`medagentgym.server.app` (FastAPI) or
 :mod:`medagentgym.server.client` (httpx) explicitly.
 """

@@ -6,12 +6,26 @@ its requests, so one client may drive many envs concurrently but never step one 
 once. The number of envs is bounded (``429`` when full); envs idle for ``idle_timeout_s`` are
 closed by a background task; shutting the server down closes every sandbox.
 
+Capabilities: ``POST /envs`` returns the env's id and a secret; every later call for that env
+must send the secret in ``X-Env-Secret`` (compared in constant time). A wrong or missing secret
+is answered like an unknown env (``404``), and ``GET /envs`` lists only the envs whose secrets
+the caller sends (all of them for ``X-Admin-Token``, when the server has an admin token), plus
+the total count.
+
+Options are an allow-list per task family (:data:`OPTION_MODELS`): JSON scalars with types and
+bounds, never a host path, the sandbox provider or the dataset's identity (``422`` otherwise).
+Task sets are built in a thread pool, one build per (dataset, split, options) key, so a long
+build never holds up other keys, other envs or ``/health``; the number of distinct keys is
+bounded (``max_task_sets``). Request bodies over ``max_body_bytes`` are refused (``413``)
+before they are read in full.
+
 Ground truth stays in this process: task listings carry ids, categories and goals only, and
 step ``info`` carries the grade without its host-side ``detail`` (the env strips it).
 
-Status codes: ``404`` unknown dataset, split, env or task; ``400`` a configuration the family
-rejects; ``409`` step before reset / after the episode ended; ``422`` a malformed body;
-``429`` too many envs; ``503`` an infrastructure failure (sandbox, grader) — the env's
+Status codes: ``404`` unknown dataset, split, env (or wrong secret) or task; ``400`` a
+configuration the family rejects; ``409`` step before reset / after the episode ended;
+``413`` a body over the limit; ``422`` a malformed body or a disallowed option; ``429`` too
+many envs or task sets; ``503`` an infrastructure failure (sandbox, grader) — the env's
 sandbox is then replaced and the episode must be reset; ``401`` a missing or wrong token.
 """
 
@@ -19,56 +33,125 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medagentgym.env.env import AsyncMedAgentEnv
 from medagentgym.errors import ConfigurationError, InfrastructureError
-from medagentgym.tasks.registry import get_spec, list_datasets, load_tasks
+from medagentgym.tasks.registry import DatasetSpec, get_spec, list_datasets, load_tasks
 from medagentgym.types import Task
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "MEDAGENTGYM_SERVER_TOKEN"
-#: env options a remote client may not set: they are Python objects or server policy
-SERVER_ONLY_OPTIONS = frozenset({"tasks", "debugger", "sandbox", "render_mode"})
-Scalar = str | int | float | bool | None
+ADMIN_TOKEN_ENV = "MEDAGENTGYM_SERVER_ADMIN_TOKEN"
+SECRET_HEADER = "X-Env-Secret"
+ADMIN_HEADER = "X-Admin-Token"
+DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: a code action with room to spare
+MAX_ACTION_CHARS = 256 * 1024
+MAX_ACTION_DEPTH = 16
+MAX_SEED = 2**63 - 1
+
+DatabaseKind = Literal["auto", "synthetic", "imported", "official"]
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 # ------------------------------------------------------------------------------ models
 
 
 class EnvOptions(BaseModel):
-    """Options of one environment: the env's own and, as extra keys, its family's
-    (e.g. ``database``, ``patients``). Family options must be JSON scalars."""
+    """The env's own options, which every dataset takes."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     protocol: Literal["paper", "submit"] = "paper"
     max_turns: int = Field(15, ge=1, le=1000)
-    code_timeout: float = Field(120.0, gt=0, le=3600)
-    terminal_timeout: float = Field(60.0, gt=0, le=3600)
+    code_timeout: float = Field(120.0, gt=0, le=600)
+    terminal_timeout: float = Field(60.0, gt=0, le=600)
     show_verdict: bool = True
 
-    @model_validator(mode="after")
-    def _check_extra(self) -> EnvOptions:
-        for key, value in (self.model_extra or {}).items():
-            if key in SERVER_ONLY_OPTIONS:
-                raise ValueError(f"option {key!r} is set by the server, not by clients")
-            if not key.isidentifier():
-                raise ValueError(f"option name {key!r} is not an identifier")
-            if not isinstance(value, Scalar):
-                raise ValueError(f"option {key!r} must be a string, number, boolean or null")
-        return self
+
+class EhrSqlOptions(EnvOptions):
+    """mimic_iii, eicu, treqs, ehr_seqsql: which database (by kind, never by path) and how
+    questions are instantiated. ``None`` keeps the family's default."""
+
+    database: DatabaseKind | None = None
+    patients: int | None = Field(None, ge=1, le=2000)
+    db_seed: Seed | None = None
+    seed: Seed | None = None
+    release: Literal["2024-04-27", "1.5.1"] | None = None
+    per_template: int | None = Field(None, ge=1, le=20)
+    test_fraction: float | None = Field(None, gt=0, lt=1)
+    sequence_length: int | None = Field(None, ge=1, le=10)
+    include_impossible: bool | None = None
+
+
+class MedCalcOptions(EnvOptions):
+    """medcalcbench (``database`` is accepted for uniformity and ignored)."""
+
+    database: DatabaseKind | None = None
+    answer_key: Literal["original", "relabelled"] | None = None
+    train_per_calculator: int | None = Field(None, ge=1, le=1000)
+    min_agreement: float | None = Field(None, ge=0, le=1)
+    seed: Seed | None = None
+
+
+class NPowerOptions(EnvOptions):
+    """npowerai (``database`` is accepted for uniformity and ignored)."""
+
+    database: DatabaseKind | None = None
+    source: Literal["auto", "synthetic", "official"] | None = None
+    seed: Seed | None = None
+    train_size: int | None = Field(None, ge=1, le=10_000)
+    test_size: int | None = Field(None, ge=1, le=10_000)
+
+
+#: the options a client may set, by family; a family not listed takes the env's options only
+OPTION_MODELS: dict[str, type[EnvOptions]] = {
+    "medagentgym.tasks.ehr_sql:EhrSqlFamily": EhrSqlOptions,
+    "medagentgym.tasks.medcalc:MedCalcFamily": MedCalcOptions,
+    "medagentgym.tasks.npower:NPowerFamily": NPowerOptions,
+}
+ENV_OPTION_NAMES = frozenset(EnvOptions.model_fields)
+
+
+def parse_options(spec: DatasetSpec, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(env options, family options)`` from a client's options; 422 for anything not on
+    the dataset's allow-list. Family options left unset are omitted (the family's default)."""
+    model = OPTION_MODELS.get(spec.family, EnvOptions)
+    try:
+        parsed = model.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            name = ".".join(str(p) for p in err["loc"]) or "options"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{name}: not an option a client may set")
+            else:
+                problems.append(f"{name}: {err['msg']}")
+        allowed = ", ".join(model.model_fields)
+        raise HTTPException(422, f"invalid options for {spec.name}: {'; '.join(problems)} "
+                                 f"(allowed: {allowed}; host paths, the sandbox and the "
+                                 "dataset's identity are the server's)")
+    values = parsed.model_dump()
+    env = {k: v for k, v in values.items() if k in ENV_OPTION_NAMES}
+    family = {k: v for k, v in values.items() if k not in ENV_OPTION_NAMES and v is not None}
+    return env, family
 
 
 class CreateEnvRequest(BaseModel):
@@ -76,11 +159,12 @@ class CreateEnvRequest(BaseModel):
 
     dataset: str = Field(min_length=1, max_length=200)
     split: str = Field("test", min_length=1, max_length=100)
-    options: EnvOptions = Field(default_factory=EnvOptions)
+    options: dict[str, Any] = Field(default_factory=dict, max_length=64)
 
 
 class CreateEnvResponse(BaseModel):
     env_id: str
+    secret: str = Field(description=f"send it as {SECRET_HEADER} on every call for this env")
     dataset: str
     split: str
     num_tasks: int
@@ -93,9 +177,9 @@ class ResetRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task_id: str | None = None
-    task_index: int | None = Field(None, ge=0)
-    seed: int | None = Field(None, ge=0)
+    task_id: str | None = Field(None, max_length=500)
+    task_index: int | None = Field(None, ge=0, le=MAX_SEED)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _one_choice(self) -> ResetRequest:
@@ -109,11 +193,39 @@ class ResetResponse(BaseModel):
     info: dict[str, Any]
 
 
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value (iterative: no recursion on hostile input)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_ACTION_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
 class StepRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: str | dict[str, Any] = Field(
         description="the paper's JSON action, as text (what a model wrote) or an object")
+
+    @field_validator("action")
+    @classmethod
+    def _bounded(cls, action: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(action, dict):
+            if _depth(action) > MAX_ACTION_DEPTH:
+                raise ValueError(f"action nests deeper than {MAX_ACTION_DEPTH} levels")
+            size = len(json.dumps(action))
+        else:
+            size = len(action)
+        if size > MAX_ACTION_CHARS:
+            raise ValueError(f"action is {size} characters; at most {MAX_ACTION_CHARS}")
+        return action
 
 
 class StepResponse(BaseModel):
@@ -156,6 +268,14 @@ class EnvSummary(BaseModel):
     busy: bool
 
 
+class EnvListing(BaseModel):
+    """``count``: every env on the server; ``envs``: the caller's own (all for the admin)."""
+
+    count: int
+    max_envs: int
+    envs: list[EnvSummary]
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
@@ -166,9 +286,14 @@ class Health(BaseModel):
 # ------------------------------------------------------------------------------- state
 
 
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
 @dataclass
 class _Slot:
     env_id: str
+    secret_digest: bytes
     dataset: str
     split: str
     options: dict[str, Any]
@@ -180,86 +305,118 @@ class _Slot:
     def touch(self) -> None:
         self.last_used = time.monotonic()
 
+    def owned_by(self, secret: str | None) -> bool:
+        """Does ``secret`` open this env? (constant time in the secret)"""
+        return secret is not None and hmac.compare_digest(_digest(secret), self.secret_digest)
+
+
+TaskKey = tuple[str, str, str]
+
 
 class EnvRegistry:
     """The server's environments, their task lists (shared, host-side) and their lifetimes."""
 
-    def __init__(self, *, max_envs: int, idle_timeout_s: float, sandbox: str | None) -> None:
+    def __init__(self, *, max_envs: int, idle_timeout_s: float, sandbox: str | None,
+                 max_task_sets: int = 32) -> None:
         self.max_envs = max_envs
         self.idle_timeout_s = idle_timeout_s
         self.sandbox = sandbox
+        self.max_task_sets = max_task_sets
         self.envs: dict[str, _Slot] = {}
         self._reserved = 0
-        self._tasks: dict[tuple[str, str, str], list[Task]] = {}
-        self._load_lock = asyncio.Lock()
+        #: one build per key, shared by every request for it; failed builds are dropped
+        self._builds: dict[TaskKey, asyncio.Future[list[Task]]] = {}
+        # builds run here, not in the default pool the sandboxes use; one thread per key
+        self._executor = ThreadPoolExecutor(max_task_sets, thread_name_prefix="task-build")
 
     # -- tasks ---------------------------------------------------------------------------
-    async def tasks(self, dataset: str, split: str, family_options: dict[str, Any]) -> list[Task]:
-        try:
-            spec = get_spec(dataset)
-        except ConfigurationError as exc:
-            raise HTTPException(404, str(exc))
+    async def tasks(self, spec: DatasetSpec, split: str,
+                    family_options: dict[str, Any]) -> list[Task]:
+        """The key's tasks, built once in the build pool; waiting never blocks other keys."""
         if split not in spec.splits:
             raise HTTPException(404, f"dataset {spec.name!r} has no split {split!r}; "
                                      f"splits: {', '.join(spec.splits)}")
         key = (spec.name, split, repr(sorted(family_options.items())))
-        async with self._load_lock:  # one build at a time: families cache on disk
-            if key not in self._tasks:
-                try:
-                    loaded = await asyncio.to_thread(load_tasks, spec.name, split,
-                                                     **family_options)
-                except ConfigurationError as exc:
-                    raise HTTPException(400, str(exc))
-                except TypeError as exc:  # an option the family does not take
-                    raise HTTPException(400, f"invalid options for {spec.name}: {exc}")
-                if not loaded:
-                    raise HTTPException(404, f"dataset {spec.name!r} split {split!r} has no tasks")
-                self._tasks[key] = loaded
-            return self._tasks[key]
+        build = self._builds.get(key)
+        if build is None:
+            if len(self._builds) >= self.max_task_sets:
+                raise HTTPException(429, f"the server holds its maximum of {self.max_task_sets} "
+                                         "task sets (dataset, split, options); use the options "
+                                         "of an existing one")
+            loop = asyncio.get_running_loop()
+            build = loop.run_in_executor(
+                self._executor, functools.partial(load_tasks, spec.name, split, **family_options))
+            self._builds[key] = build
+            build.add_done_callback(functools.partial(self._build_done, key))
+        try:
+            loaded = await asyncio.shield(build)  # a caller that goes away leaves it running
+        except ConfigurationError as exc:
+            raise HTTPException(400, str(exc))
+        except TypeError as exc:  # an option the family does not take
+            raise HTTPException(400, f"invalid options for {spec.name}: {exc}")
+        except InfrastructureError as exc:
+            raise HTTPException(503, f"building {spec.name}/{split} failed: "
+                                     f"{type(exc).__name__}: {exc}")
+        if not loaded:
+            raise HTTPException(404, f"dataset {spec.name!r} split {split!r} has no tasks")
+        return loaded
+
+    def _build_done(self, key: TaskKey, build: asyncio.Future[list[Task]]) -> None:
+        failed = build.cancelled() or build.exception() is not None or not build.result()
+        if failed and self._builds.get(key) is build:
+            del self._builds[key]  # the next request tries again
 
     # -- envs ----------------------------------------------------------------------------
     def _new_core(self, dataset: str, split: str, options: dict[str, Any],
                   tasks: list[Task]) -> AsyncMedAgentEnv:
         return AsyncMedAgentEnv(dataset, split, sandbox=self.sandbox, tasks=tasks, **options)
 
-    async def create(self, req: CreateEnvRequest) -> _Slot:
+    async def create(self, req: CreateEnvRequest) -> tuple[_Slot, str]:
+        """A new env and its secret (returned once, stored only as a digest)."""
+        spec = dataset_spec(req.dataset)
+        env_options, family_options = parse_options(spec, req.options)
         if len(self.envs) + self._reserved >= self.max_envs:
             raise HTTPException(429, f"the server holds its maximum of {self.max_envs} "
                                      "environments; DELETE unused ones (or wait for idle ones "
                                      f"to be closed after {self.idle_timeout_s:g} s) and retry")
         self._reserved += 1
         try:
-            options = req.options.model_dump()
-            env_keys = set(EnvOptions.model_fields)
-            family_options = {k: v for k, v in options.items() if k not in env_keys}
-            tasks = await self.tasks(req.dataset, req.split, family_options)
-            name = get_spec(req.dataset).name
+            tasks = await self.tasks(spec, req.split, family_options)
+            options = {**env_options, **family_options}
             try:
-                core = self._new_core(name, req.split, options, tasks)
+                core = self._new_core(spec.name, req.split, options, tasks)
             except ConfigurationError as exc:
                 raise HTTPException(400, str(exc))
             from gymnasium.utils import seeding
 
-            slot = _Slot(secrets.token_hex(8), name, req.split, options, core,
-                         rng=seeding.np_random(None)[0])
+            secret = secrets.token_urlsafe(32)
+            slot = _Slot(secrets.token_urlsafe(12), _digest(secret), spec.name, req.split,
+                         options, core, rng=seeding.np_random(None)[0])
             self.envs[slot.env_id] = slot
-            return slot
+            return slot, secret
         finally:
             self._reserved -= 1
 
-    def get(self, env_id: str) -> _Slot:
+    def gone(self, env_id: str) -> HTTPException:
+        return HTTPException(404, f"no environment {env_id!r} for this {SECRET_HEADER} (closed, "
+                                  f"expired after {self.idle_timeout_s:g} s idle, never created, "
+                                  f"or the {SECRET_HEADER} header is missing or wrong)")
+
+    def get(self, env_id: str, secret: str | None) -> _Slot:
+        """The env, if ``secret`` is its own; unknown env and wrong secret look the same."""
         slot = self.envs.get(env_id)
-        if slot is None:
-            raise HTTPException(404, f"no environment {env_id!r} (closed, expired after "
-                                     f"{self.idle_timeout_s:g} s idle, or never created)")
+        if slot is None or not slot.owned_by(secret):
+            raise self.gone(env_id)
         return slot
 
     def check_live(self, slot: _Slot) -> None:
         """After waiting for a slot's lock: was it closed meanwhile?"""
         if self.envs.get(slot.env_id) is not slot:
-            env_id = slot.env_id
-            raise HTTPException(404, f"no environment {env_id!r} (closed, expired after "
-                                     f"{self.idle_timeout_s:g} s idle, or never created)")
+            raise self.gone(slot.env_id)
+
+    def owned(self, secrets_given: list[str]) -> list[_Slot]:
+        """The envs one of ``secrets_given`` opens."""
+        return [s for s in self.envs.values() if any(s.owned_by(x) for x in secrets_given)]
 
     async def recreate(self, slot: _Slot) -> None:
         """Replace a slot's env after an infrastructure failure (its episode is lost)."""
@@ -280,6 +437,7 @@ class EnvRegistry:
 
     async def close_all(self) -> None:
         await asyncio.gather(*(self.close(e) for e in list(self.envs)), return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def reap_idle(self) -> int:
         now = time.monotonic()
@@ -300,6 +458,64 @@ class EnvRegistry:
                 log.exception("idle reaper failed")
 
 
+def dataset_spec(name: str) -> DatasetSpec:
+    try:
+        return get_spec(name)
+    except ConfigurationError as exc:
+        raise HTTPException(404, str(exc))
+
+
+# ---------------------------------------------------------------------------- middleware
+
+class BodyLimit:
+    """ASGI middleware: refuse (413) a request body over ``max_bytes``, by its
+    ``Content-Length`` before reading any of it, or by counting a chunked body as it
+    arrives; a body within the limit is handed on whole."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"},
+                                status_code=413, headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect
+
+        await self.app(scope, replay, send)
+
+
 # --------------------------------------------------------------------------------- app
 
 
@@ -318,21 +534,39 @@ def _auth_dependency(token: str | None) -> Any:
     return check
 
 
+def _given_secrets(request: Request) -> list[str]:
+    """Every ``X-Env-Secret`` value sent (repeated headers or comma-separated)."""
+    values = [v.strip() for h in request.headers.getlist(SECRET_HEADER) for v in h.split(",")]
+    return [v for v in values if v][:1024]
+
+
 def create_app(max_envs: int = 64, idle_timeout_s: float = 600.0, *, token: str | None = None,
-               sandbox: str | None = "auto") -> FastAPI:
+               sandbox: str | None = "auto", admin_token: str | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY, max_task_sets: int = 32) -> FastAPI:
     """The environment server's app.
 
     ``token``: require ``Authorization: Bearer <token>`` on every route but ``/health``
-    (default: ``$MEDAGENTGYM_SERVER_TOKEN``; empty = no auth). ``sandbox``: the provider
-    every env uses (clients cannot choose it).
+    (default: ``$MEDAGENTGYM_SERVER_TOKEN``; empty = no auth). ``admin_token``: who sends it
+    in ``X-Admin-Token`` sees every env in ``GET /envs`` (default:
+    ``$MEDAGENTGYM_SERVER_ADMIN_TOKEN``; empty = nobody). ``sandbox``: the provider every env
+    uses (clients cannot choose it). ``max_body_bytes``: the largest request body (413
+    beyond). ``max_task_sets``: distinct (dataset, split, options) task sets built at most.
     """
     if max_envs < 1:
         raise ConfigurationError("max_envs must be at least 1")
+    if max_task_sets < 1:
+        raise ConfigurationError("max_task_sets must be at least 1")
+    if max_body_bytes < 1024:
+        raise ConfigurationError("max_body_bytes must be at least 1024")
     if token is None:
         token = os.environ.get(TOKEN_ENV) or None
+    if admin_token is None:
+        admin_token = os.environ.get(ADMIN_TOKEN_ENV) or None
+    admin = admin_token.encode() if admin_token else None
     from medagentgym import __version__
 
-    registry = EnvRegistry(max_envs=max_envs, idle_timeout_s=idle_timeout_s, sandbox=sandbox)
+    registry = EnvRegistry(max_envs=max_envs, idle_timeout_s=idle_timeout_s, sandbox=sandbox,
+                           max_task_sets=max_task_sets)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -347,8 +581,11 @@ def create_app(max_envs: int = 64, idle_timeout_s: float = 600.0, *, token: str 
 
     app = FastAPI(title="MedAgentGym environment server", version=__version__,
                   lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.state.registry = registry
     auth = [Depends(_auth_dependency(token))]
+    secret_header = Header(None, alias=SECRET_HEADER, max_length=200,
+                           description="the secret POST /envs returned for this env")
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
@@ -366,37 +603,49 @@ def create_app(max_envs: int = 64, idle_timeout_s: float = 600.0, *, token: str 
         return out
 
     @app.get("/datasets/{name}/tasks", response_model=TaskList, dependencies=auth)
-    async def dataset_tasks(name: str, split: str = "test",
-                            limit: int | None = Query(None, ge=0),
-                            offset: int = Query(0, ge=0),
-                            database: str | None = None) -> TaskList:
-        family_options = {"database": database} if database is not None else {}
-        tasks = await registry.tasks(name, split, family_options)
+    async def dataset_tasks(name: str, split: str = Query("test", max_length=100),
+                            limit: int | None = Query(None, ge=0, le=100_000),
+                            offset: int = Query(0, ge=0, le=10**9),
+                            database: DatabaseKind | None = None) -> TaskList:
+        spec = dataset_spec(name)
+        raw = {"database": database} if database is not None else {}
+        _, family_options = parse_options(spec, raw)
+        tasks = await registry.tasks(spec, split, family_options)
         end = None if limit is None else offset + limit
         # ids, categories and goals only: never truth, inputs (host paths) or metadata
-        return TaskList(dataset=get_spec(name).name, split=split, total=len(tasks),
-                        offset=offset,
+        return TaskList(dataset=spec.name, split=split, total=len(tasks), offset=offset,
                         tasks=[TaskSummary(id=t.id, category=t.category, goal=t.goal)
                                for t in tasks[offset:end]])
 
-    @app.get("/envs", response_model=list[EnvSummary], dependencies=auth)
-    async def envs() -> list[EnvSummary]:
+    @app.get("/envs", response_model=EnvListing, dependencies=auth)
+    async def envs(request: Request,
+                   admin_given: str | None = Header(None, alias=ADMIN_HEADER, max_length=500)
+                   ) -> EnvListing:
+        if admin_given is not None:
+            if admin is None or not hmac.compare_digest(admin_given.encode(), admin):
+                raise HTTPException(401, f"wrong {ADMIN_HEADER}")
+            shown = list(registry.envs.values())
+        else:
+            shown = registry.owned(_given_secrets(request))
         now = time.monotonic()
-        return [EnvSummary(env_id=s.env_id, dataset=s.dataset, split=s.split,
-                           task_id=s.core.task.id if s.core.task else None,
-                           idle_s=round(now - s.last_used, 3), busy=s.lock.locked())
-                for s in registry.envs.values()]
+        return EnvListing(count=len(registry.envs), max_envs=max_envs, envs=[
+            EnvSummary(env_id=s.env_id, dataset=s.dataset, split=s.split,
+                       task_id=s.core.task.id if s.core.task else None,
+                       idle_s=round(now - s.last_used, 3), busy=s.lock.locked())
+            for s in shown])
 
     @app.post("/envs", response_model=CreateEnvResponse, status_code=201, dependencies=auth)
     async def create_env(req: CreateEnvRequest) -> CreateEnvResponse:
-        slot = await registry.create(req)
-        return CreateEnvResponse(env_id=slot.env_id, dataset=slot.dataset, split=slot.split,
-                                 num_tasks=len(slot.core.tasks), options=slot.options)
+        slot, secret = await registry.create(req)
+        return CreateEnvResponse(env_id=slot.env_id, secret=secret, dataset=slot.dataset,
+                                 split=slot.split, num_tasks=len(slot.core.tasks),
+                                 options=slot.options)
 
     @app.post("/envs/{env_id}/reset", response_model=ResetResponse, dependencies=auth)
-    async def reset(env_id: str, req: ResetRequest | None = None) -> ResetResponse:
+    async def reset(env_id: str, req: ResetRequest | None = None,
+                    secret: str | None = secret_header) -> ResetResponse:
         req = req or ResetRequest()
-        slot = registry.get(env_id)
+        slot = registry.get(env_id, secret)
         async with slot.lock:
             registry.check_live(slot)
             slot.touch()
@@ -428,8 +677,9 @@ def create_app(max_envs: int = 64, idle_timeout_s: float = 600.0, *, token: str 
             return ResetResponse(observation=obs, info=info)
 
     @app.post("/envs/{env_id}/step", response_model=StepResponse, dependencies=auth)
-    async def step(env_id: str, req: StepRequest) -> StepResponse:
-        slot = registry.get(env_id)
+    async def step(env_id: str, req: StepRequest,
+                   secret: str | None = secret_header) -> StepResponse:
+        slot = registry.get(env_id, secret)
         async with slot.lock:
             registry.check_live(slot)
             slot.touch()
@@ -454,9 +704,10 @@ def create_app(max_envs: int = 64, idle_timeout_s: float = 600.0, *, token: str 
                                 truncated=truncated, info=info)
 
     @app.delete("/envs/{env_id}", dependencies=auth)
-    async def delete_env(env_id: str) -> dict[str, Any]:
+    async def delete_env(env_id: str, secret: str | None = secret_header) -> dict[str, Any]:
+        registry.get(env_id, secret)
         if not await registry.close(env_id):
-            raise HTTPException(404, f"no environment {env_id!r}")
+            raise registry.gone(env_id)
         return {"env_id": env_id, "closed": True}
 
     return app

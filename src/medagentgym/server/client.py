@@ -9,8 +9,12 @@
     obs, reward, terminated, truncated, info = env.step(model_reply)
     env.close()
 
+Each env is a capability: the server returns its id with a secret, which the remote env sends
+(``X-Env-Secret``) on each of its calls; other clients cannot see or drive it.
+``client.list_envs()`` lists the envs this client holds open.
+
 Server errors raise :class:`EnvServerError` subclasses: :class:`RemoteConfigurationError`
-(400/404/409/422, also a :class:`ConfigurationError`), :class:`ServerFullError` (429) and
+(400/404/409/413/422, also a :class:`ConfigurationError`), :class:`ServerFullError` (429) and
 :class:`RemoteInfrastructureError` (5xx, also an :class:`InfrastructureError`; reset again).
 """
 
@@ -24,6 +28,7 @@ import httpx
 from medagentgym.errors import ConfigurationError, InfrastructureError, MedAgentGymError
 
 TOKEN_ENV = "MEDAGENTGYM_SERVER_TOKEN"
+SECRET_HEADER = "X-Env-Secret"
 DEFAULT_TIMEOUT = 600.0  # a step may run agent code for up to the env's code_timeout
 
 
@@ -94,6 +99,10 @@ def _reset_body(task_id: str | None, seed: int | None,
     return body
 
 
+def _secret_headers(secrets: list[str]) -> dict[str, str]:
+    return {SECRET_HEADER: ", ".join(secrets)} if secrets else {}
+
+
 def _step_result(data: dict[str, Any]) -> tuple[str, float, bool, bool, dict[str, Any]]:
     return (data["observation"], float(data["reward"]), bool(data["terminated"]),
             bool(data["truncated"]), data["info"])
@@ -110,6 +119,7 @@ class EnvClient:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, headers=_headers(token),
                                   timeout=timeout)
+        self._secrets: dict[str, str] = {}  # env_id -> secret, of the envs open here
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         return _raise_for(self._http.request(method, path, **kwargs))
@@ -132,7 +142,12 @@ class EnvClient:
     def make(self, dataset: str, split: str = "test", **options: Any) -> RemoteEnv:
         """Create an env on the server (``options``: protocol, max_turns, database, ...)."""
         data = self._call("POST", "/envs", json=_create_body(dataset, split, options))
+        self._secrets[data["env_id"]] = data["secret"]
         return RemoteEnv(self, data)
+
+    def list_envs(self) -> dict[str, Any]:
+        """``{count, max_envs, envs}``: the server's env count and this client's open envs."""
+        return self._call("GET", "/envs", headers=_secret_headers(list(self._secrets.values())))
 
     def close(self) -> None:
         self._http.close()
@@ -155,24 +170,27 @@ class RemoteEnv:
         self.num_tasks: int = created["num_tasks"]
         self.system_prompt = ""
         self.closed = False
+        self.secret: str = created["secret"]  # the env's capability: keep it private
+        self._auth = {SECRET_HEADER: self.secret}
 
     def reset(self, task_id: str | None = None, seed: int | None = None, *,
               options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         data = self.client._call("POST", f"/envs/{self.env_id}/reset",
-                                 json=_reset_body(task_id, seed, options))
+                                 json=_reset_body(task_id, seed, options), headers=self._auth)
         self.system_prompt = data["info"].get("system_prompt", "")
         return data["observation"], data["info"]
 
     def step(self, action: str | dict[str, Any]) -> tuple[str, float, bool, bool, dict[str, Any]]:
         return _step_result(self.client._call("POST", f"/envs/{self.env_id}/step",
-                                              json={"action": action}))
+                                              json={"action": action}, headers=self._auth))
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        self.client._secrets.pop(self.env_id, None)
         try:
-            self.client._call("DELETE", f"/envs/{self.env_id}")
+            self.client._call("DELETE", f"/envs/{self.env_id}", headers=self._auth)
         except RemoteConfigurationError:  # already gone (expired): nothing to close
             pass
 
@@ -194,6 +212,7 @@ class AsyncEnvClient:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=_headers(token),
                                        timeout=timeout)
+        self._secrets: dict[str, str] = {}
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         return _raise_for(await self._http.request(method, path, **kwargs))
@@ -206,7 +225,13 @@ class AsyncEnvClient:
 
     async def make(self, dataset: str, split: str = "test", **options: Any) -> AsyncRemoteEnv:
         data = await self._call("POST", "/envs", json=_create_body(dataset, split, options))
+        self._secrets[data["env_id"]] = data["secret"]
         return AsyncRemoteEnv(self, data)
+
+    async def list_envs(self) -> dict[str, Any]:
+        """``{count, max_envs, envs}``: the server's env count and this client's open envs."""
+        return await self._call("GET", "/envs",
+                                headers=_secret_headers(list(self._secrets.values())))
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -229,24 +254,29 @@ class AsyncRemoteEnv:
         self.num_tasks: int = created["num_tasks"]
         self.system_prompt = ""
         self.closed = False
+        self.secret: str = created["secret"]  # the env's capability: keep it private
+        self._auth = {SECRET_HEADER: self.secret}
 
     async def reset(self, task_id: str | None = None, seed: int | None = None, *,
                     options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         data = await self.client._call("POST", f"/envs/{self.env_id}/reset",
-                                       json=_reset_body(task_id, seed, options))
+                                       json=_reset_body(task_id, seed, options),
+                                       headers=self._auth)
         self.system_prompt = data["info"].get("system_prompt", "")
         return data["observation"], data["info"]
 
     async def step(self, action: str | dict[str, Any]) -> tuple[str, float, bool, bool,
                                                                 dict[str, Any]]:
         return _step_result(await self.client._call("POST", f"/envs/{self.env_id}/step",
-                                                    json={"action": action}))
+                                                    json={"action": action},
+                                                    headers=self._auth))
 
     async def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        self.client._secrets.pop(self.env_id, None)
         try:
-            await self.client._call("DELETE", f"/envs/{self.env_id}")
+            await self.client._call("DELETE", f"/envs/{self.env_id}", headers=self._auth)
         except RemoteConfigurationError:
             pass
