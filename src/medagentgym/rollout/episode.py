@@ -3,8 +3,11 @@
 The error boundary lives here: an agent error becomes an observation (inside the env), an
 infrastructure failure (sandbox, model endpoint, grader) is recorded on the trajectory with
 its source and never counted as a wrong answer. An exception raised by the agent's own code
-is the agent's failure (source ``agent``). Cancellation (Ctrl-C) is not caught: an
-interrupted episode is never stored, so a resumed run starts it again.
+is the agent's failure (source ``agent``); any other exception (``RecursionError`` from a
+sandbox cleanup, ``OSError``, a ``ValidationError``, ...) is an infrastructure error, of the
+``sandbox`` when it was raised inside the sandbox package, else of the ``environment``.
+Cancellation (Ctrl-C) is not caught: an interrupted episode is never stored, so a resumed
+run starts it again.
 
 Optional agent hooks, used when present (LLM and replay agents have them):
 
@@ -22,12 +25,16 @@ import asyncio
 import contextlib
 import time
 import traceback
-from typing import Any
+from typing import Any, get_args
 
 from medagentgym.agents.base import Agent
 from medagentgym.env.env import AsyncMedAgentEnv
 from medagentgym.errors import InfrastructureError, SandboxError
-from medagentgym.types import EpisodeError, Task, Trajectory
+from medagentgym.rollout.sanitize import clean_text
+from medagentgym.types import EpisodeError, ErrorSource, Task, Trajectory
+
+CLOSE_TIMEOUT = 60.0  # seconds a sandbox may take to close before it is given up
+_SOURCES: tuple[str, ...] = get_args(ErrorSource)
 
 
 class EpisodeTimeout(InfrastructureError):
@@ -39,11 +46,14 @@ class EpisodeTimeout(InfrastructureError):
 async def run_episode(env: AsyncMedAgentEnv, agent: Agent, task: Task, *, sample_index: int = 0,
                       run_id: str = "", metadata: dict[str, Any] | None = None,
                       time_limit: float | None = None,
-                      step_gate: asyncio.Semaphore | None = None) -> Trajectory:
+                      step_gate: asyncio.Semaphore | None = None,
+                      restart: bool = True) -> Trajectory:
     """Run one episode and return its trajectory (never raises for a failed episode).
 
-    ``time_limit`` bounds the whole episode in seconds (the env's sandbox is then restarted);
-    ``step_gate`` bounds steps that use the sandbox across concurrent episodes.
+    ``time_limit`` bounds the whole episode in seconds; ``step_gate`` bounds steps that use
+    the sandbox across concurrent episodes. After a sandbox or environment error (the time
+    limit included) the env's sandbox is closed, so that the next ``areset`` starts a fresh
+    one, unless ``restart`` is false (the runner closes, or discards, the env itself).
     """
     t0 = time.perf_counter()
     traj = Trajectory(run_id=run_id, task_id=task.id, dataset=task.dataset, category=task.category,
@@ -75,14 +85,15 @@ async def run_episode(env: AsyncMedAgentEnv, agent: Agent, task: Task, *, sample
         if timer.expired():
             traj.error = EpisodeError(source="environment", type="EpisodeTimeout",
                                       message=f"episode exceeded its {time_limit:g} s limit")
-            await _restart(env)
         else:
             traj.error = _error(exc, in_agent)
     except SandboxError as exc:
-        traj.error = EpisodeError(source="sandbox", type=type(exc).__name__, message=str(exc))
-        await _restart(env)
+        traj.error = EpisodeError(source="sandbox", type=type(exc).__name__,
+                                  message=exception_text(exc))
     except Exception as exc:  # the boundary: one bad episode never stops the others
         traj.error = _error(exc, in_agent)
+    if restart and traj.error is not None and traj.error.source in ("sandbox", "environment"):
+        await _restart(env)  # the sandbox may be in any state: the next episode gets a fresh one
     meta = getattr(agent, "episode_metadata", None)
     if meta is not None:
         try:
@@ -91,7 +102,7 @@ async def run_episode(env: AsyncMedAgentEnv, agent: Agent, task: Task, *, sample
             if isinstance(messages, list):
                 traj.messages = messages
         except Exception as exc:  # metadata is a bonus; never lose the episode for it
-            traj.metadata["metadata_error"] = f"{type(exc).__name__}: {exc}"
+            traj.metadata["metadata_error"] = f"{type(exc).__name__}: {exception_text(exc)}"
     traj.steps = list(env.history)
     traj.turns = len(traj.steps)
     traj.duration_s = time.perf_counter() - t0
@@ -130,15 +141,43 @@ def _annotate_step(env: AsyncMedAgentEnv, agent: Agent) -> None:
 
 
 def _error(exc: BaseException, in_agent: bool) -> EpisodeError:
+    """The record of ``exc``; never raises (a broken ``__str__``, a surrogate in the text)."""
     if isinstance(exc, InfrastructureError):
-        return EpisodeError(source=getattr(exc, "source", "environment"), type=type(exc).__name__,
-                            message=str(exc)[:4000])
-    source = "agent" if in_agent else "environment"
+        source = getattr(exc, "source", "environment")
+        source = source if source in _SOURCES else "environment"
+        return EpisodeError(source=source, type=type(exc).__name__, message=exception_text(exc))
+    source = "agent" if in_agent else _origin(exc)
+    try:
+        tb = traceback.format_exc(limit=5)
+    except Exception:
+        tb = ""
     return EpisodeError(source=source, type=type(exc).__name__,
-                        message=f"{exc}\n{traceback.format_exc(limit=5)}"[:4000])
+                        message=clean_text(f"{exception_text(exc)}\n{tb}"[:4000]))
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, sanitised for storage; a placeholder when ``__str__`` itself fails."""
+    try:
+        return clean_text(str(exc), 4000)
+    except Exception:
+        return f"<{type(exc).__name__} without a printable message>"
+
+
+def _origin(exc: BaseException) -> str:
+    """``sandbox`` when the innermost frame of this package that raised ``exc`` belongs to
+    the sandbox, else ``environment``."""
+    source = "environment"
+    with contextlib.suppress(Exception):
+        for frame, _ in traceback.walk_tb(exc.__traceback__):
+            name = str(frame.f_globals.get("__name__", ""))
+            if name.startswith("medagentgym."):
+                source = "sandbox" if name.startswith("medagentgym.sandbox") else "environment"
+    return source
 
 
 async def _restart(env: AsyncMedAgentEnv) -> None:
-    """Drop the env's sandbox; the next ``areset`` starts a fresh one."""
+    """Drop the env's sandbox; the next ``areset`` starts a fresh one. An env whose close
+    fails keeps its sandbox: the runner then discards the whole env."""
     with contextlib.suppress(Exception):
-        await env.aclose()
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await env.aclose()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import queue
@@ -37,11 +38,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from medagentgym.errors import ConfigurationError
-from medagentgym.rollout.runner import AgentFactory, TemperatureSchedule, pending_pairs
-from medagentgym.rollout.store import TrajectoryStore
+from medagentgym.rollout.episode import exception_text
+from medagentgym.rollout.runner import (
+    AgentFactory,
+    TemperatureSchedule,
+    pending_pairs,
+    stop,
+)
+from medagentgym.rollout.store import TrajectoryStore, record_line
 from medagentgym.types import EpisodeError, Task, Trajectory
 
 RAY_HINT = "the Ray backend needs Ray: pip install 'medagentgym[ray]'"
+
+log = logging.getLogger(__name__)
 
 
 def import_ray() -> Any:
@@ -196,7 +205,7 @@ def run_shard(dataset: str, split: str, tasks: list[Task], keys: list[tuple[str,
 
     out: queue.Queue[tuple[str, Any] | None] = queue.Queue()
     samples = 1 + max(k for _, k in keys)
-    sink = _ShardFilter(set(keys), lambda t: out.put(("traj", t.model_dump_json())))
+    sink = _ShardFilter(set(keys), lambda t: out.put(("traj", record_line(t).decode("utf-8"))))
 
     async def main() -> None:
         agent_factory, debugger_factory = await agents.open()
@@ -213,7 +222,7 @@ def run_shard(dataset: str, split: str, tasks: list[Task], keys: list[tuple[str,
         try:
             asyncio.run(main())
         except BaseException as exc:
-            out.put(("error", f"{type(exc).__name__}: {exc}"))
+            out.put(("error", f"{type(exc).__name__}: {exception_text(exc)}"))
         finally:
             out.put(None)
 
@@ -302,13 +311,16 @@ async def run_tasks_ray_async(
     results: list[Trajectory] = []
     accepted: set[tuple[str, int]] = set()
 
-    def accept(traj: Trajectory) -> None:
+    async def accept(traj: Trajectory) -> None:
         accepted.add(traj.key)
         if store is not None:
-            store.append(traj)
+            await asyncio.to_thread(store.append, traj)  # fsync: not on the event loop
         results.append(traj)
         if on_done is not None:
-            on_done(traj)
+            try:
+                on_done(traj)
+            except Exception as exc:  # a progress callback never stops the run
+                log.warning("on_done failed for %s: %s", traj.key, exception_text(exc))
 
     async def run(shard: list[tuple[Task, int]], attempt: int) -> None:
         keys = [(t.id, k) for t, k in shard]
@@ -320,13 +332,20 @@ async def run_tasks_ray_async(
             async for ref in gen:
                 kind, payload = await ref
                 if kind == "traj":
-                    traj = Trajectory.model_validate_json(payload)
+                    try:
+                        traj = Trajectory.model_validate_json(payload)
+                    except Exception as exc:  # its pair stays open: run again below
+                        log.warning("unreadable trajectory from a Ray worker: %r", exc)
+                        continue
                     if traj.key in wanted and traj.key not in accepted:
-                        accept(traj)
+                        await accept(traj)
                 elif kind == "stats":
                     stats["workers"].append(payload)
                 elif kind == "error":
                     raise ShardFailed(payload)
+            missing = len(wanted - accepted)
+            if missing:
+                raise ShardFailed(f"the worker finished without {missing} of its episodes")
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 ray.cancel(gen, force=True)
@@ -338,18 +357,17 @@ async def run_tasks_ray_async(
             if attempt < shard_retries:
                 await run(left, attempt + 1)
                 return
-            message = f"Ray worker lost after {attempt + 1} attempt(s): {type(exc).__name__}: {exc}"
+            message = (f"Ray worker lost after {attempt + 1} attempt(s): "
+                       f"{type(exc).__name__}: {exception_text(exc)}")
             for t, k in left:
                 stats["lost"] += 1
-                accept(_lost(by_id[t.id], k, run_id, message[:4000]))
+                await accept(_lost(by_id[t.id], k, run_id, message[:4000]))
 
     jobs = [asyncio.ensure_future(run(shard, 0)) for shard in shards]
     try:
         await asyncio.gather(*jobs)
     except BaseException:
-        for j in jobs:
-            j.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
+        await stop(jobs)
         raise
     return results
 

@@ -17,12 +17,21 @@ An episode that ends with an infrastructure error (model endpoint, sandbox, envi
 wall-clock limit) is re-run from scratch up to ``infra_retries`` times on a fresh sandbox —
 safe, because an episode has no effect outside its own sandbox. Cancelling the run
 (Ctrl-C) stops every episode in flight, closes the sandboxes and stores nothing partial.
+
+One episode never stops the run: whatever it raises is recorded on its trajectory (see
+:mod:`medagentgym.rollout.episode`), including a failure to make its env or agent, and after
+an infrastructure error the env's sandbox is closed; an env whose close raises (or takes more
+than ``CLOSE_TIMEOUT`` s) is discarded and the worker makes a new one. Trajectories are
+written off the event loop, and the store never raises for one bad record. What still
+stops a run: cancellation, a configuration error in making the first envs, and a store
+that cannot write at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,9 +39,11 @@ from typing import Any
 
 from medagentgym.agents.base import Agent
 from medagentgym.env.env import AsyncMedAgentEnv
-from medagentgym.rollout.episode import run_episode
+from medagentgym.rollout.episode import CLOSE_TIMEOUT, exception_text, run_episode
 from medagentgym.rollout.store import TrajectoryStore
-from medagentgym.types import Task, Trajectory
+from medagentgym.types import EpisodeError, Task, Trajectory
+
+log = logging.getLogger(__name__)
 
 AgentFactory = Callable[[], Agent] | Callable[[int], Agent]
 
@@ -124,11 +135,36 @@ async def run_tasks_async(
     def make_agent(k: int) -> Agent:
         return agent_factory(k) if with_index else agent_factory()  # type: ignore[call-arg]
 
-    async def worker() -> None:
+    def make_env() -> AsyncMedAgentEnv:
         kwargs = dict(env_kwargs or {})
         if debugger_factory is not None:
             kwargs["debugger"] = debugger_factory()
-        env = AsyncMedAgentEnv(dataset, split, tasks=tasks, **kwargs)
+        return AsyncMedAgentEnv(dataset, split, tasks=tasks, **kwargs)
+
+    async def finish(traj: Trajectory) -> None:
+        if store is not None:
+            await asyncio.to_thread(store.append, traj)  # fsync: not on the event loop
+        results.append(traj)
+        if on_done is not None:
+            try:
+                on_done(traj)
+            except Exception as exc:  # a progress callback never stops the run
+                log.warning("on_done failed for %s: %s", traj.key, exception_text(exc))
+
+    async def worker() -> None:
+        env: AsyncMedAgentEnv | None = make_env()  # a configuration error stops the run here
+
+        async def attempt(task: Task, k: int) -> Trajectory:
+            nonlocal env
+            try:
+                if env is None:
+                    env = make_env()
+                return await run_episode(env, make_agent(k), task, sample_index=k,
+                                         run_id=run_id, time_limit=episode_timeout,
+                                         step_gate=gate, restart=False)
+            except Exception as exc:  # the env or agent factory (run_episode never raises)
+                return failed_episode(task, k, exc, run_id=run_id)
+
         try:
             while True:
                 try:
@@ -137,35 +173,64 @@ async def run_tasks_async(
                     return
                 failures: list[dict[str, Any]] = []
                 while True:
-                    traj = await run_episode(env, make_agent(k), task, sample_index=k,
-                                             run_id=run_id, time_limit=episode_timeout,
-                                             step_gate=gate)
-                    if traj.error is None or traj.error.source == "agent" or \
-                            len(failures) >= infra_retries:
+                    traj = await attempt(task, k)
+                    if traj.error is None or traj.error.source == "agent":
+                        break
+                    env, dropped = await recycle(env)  # a fresh sandbox for what comes next
+                    if dropped:
+                        traj.metadata["env_discarded"] = dropped
+                    if len(failures) >= infra_retries:
                         break
                     failures.append(traj.error.model_dump())
-                    await env.aclose()  # a fresh sandbox for the next attempt
                     delay = retry_delay * 2 ** (len(failures) - 1)
                     await asyncio.sleep(delay * (0.5 + jitter.random() / 2))
                 if failures:
                     traj.metadata["infra_failures"] = failures
-                if store is not None:
-                    store.append(traj)
-                results.append(traj)
-                if on_done is not None:
-                    on_done(traj)
+                await finish(traj)
         finally:
-            await env.aclose()
+            await recycle(env)
 
     workers = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
     try:
         await asyncio.gather(*workers)
     except BaseException:  # cancelled (Ctrl-C) or a worker failed: stop the others cleanly
-        for w in workers:
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await stop(workers)
         raise
     return results
+
+
+async def stop(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Cancel ``tasks`` and wait for them. One already being cancelled (``gather`` returns
+    at the first cancelled task, while others still close their sandboxes) is not cancelled
+    again: that would interrupt its cleanup."""
+    for t in tasks:
+        if not t.done() and not (isinstance(t, asyncio.Task) and t.cancelling()):
+            t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def recycle(env: AsyncMedAgentEnv | None) -> tuple[AsyncMedAgentEnv | None, str | None]:
+    """Close ``env``'s sandbox (the next episode starts a fresh one). An env whose close
+    raises or hangs is discarded: returns ``(None, why)``, and the caller makes a new one."""
+    if env is None:
+        return None, None
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await env.aclose()
+    except Exception as exc:  # RecursionError from a deep tree, OSError, a hung close, ...
+        why = f"{type(exc).__name__}: {exception_text(exc)}"
+        log.warning("discarding an environment whose close failed: %s", why)
+        return None, why
+    return env, None
+
+
+def failed_episode(task: Task, k: int, exc: BaseException, *, run_id: str = "") -> Trajectory:
+    """The record of an episode that could not even start (its env or agent could not be
+    made): an infrastructure error of the environment, run again by ``--resume``."""
+    return Trajectory(run_id=run_id, task_id=task.id, dataset=task.dataset,
+                      category=task.category, split=task.split, sample_index=k, goal=task.goal,
+                      error=EpisodeError(source="environment", type=type(exc).__name__,
+                                         message=exception_text(exc)))
 
 
 def run_tasks(dataset: str, tasks: Sequence[Task], agent_factory: AgentFactory,
