@@ -214,3 +214,23 @@ def test_leaderboard_groups_by_model(tmp_path):
     assert set(boards) == {"model-a", "model-b"}
     assert boards["model-a"]["datasets"]["mimic_iii"]["success_rate"] == 0.5
     assert set(boards["model-a"]["datasets"]) == {"mimic_iii", "treqs"}
+
+
+def test_mean_score_next_to_success_for_continuous_datasets(tmp_path):
+    """A metric dataset (reward = AUROC) reports its mean score; a binary one's equals success."""
+    from medagentgym.eval.report import summary_markdown as markdown_report
+
+    scored = []
+    for i, (reward, ok) in enumerate([(0.91, True), (0.62, False), (0.75, True), (0.5, False)]):
+        t = traj(f"ml-{i}", dataset="ehrshot", success=ok)
+        scored.append(t.model_copy(update={"reward": reward}))
+    binary = [traj(f"b-{i}", dataset="mimic_iii", success=i % 2 == 0) for i in range(4)]
+    report = evaluate(scored + binary, resamples=50)
+    ml, sql = report["datasets"]["ehrshot"], report["datasets"]["mimic_iii"]
+    assert ml["continuous"] and ml["mean_score"] == pytest.approx((0.91 + 0.62 + 0.75 + 0.5) / 4)
+    assert ml["success_rate"] == pytest.approx(0.5)
+    assert not sql["continuous"] and sql["mean_score"] == pytest.approx(sql["success_rate"])
+    text = markdown_report(report)
+    assert "Score %" in text and "69.5" in text
+    only_binary = markdown_report(evaluate(binary, resamples=50))
+    assert "Score %" not in only_binary

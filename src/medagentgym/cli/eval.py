@@ -66,8 +66,10 @@ def _print_table(result: dict, *, categories: bool = False) -> None:
     from medagentgym.eval.report import display, pct
 
     ks = [k for k in ("1", "2", "4", "8", "16") if k in result["overall"].get("pass_at_k", {})]
-    table = Table("dataset", "episodes", "success %", "95% CI", *[f"pass@{k}" for k in ks],
-                  "turns", "infra", "top failure", title="MedAgentGym evaluation")
+    scored = any(d.get("continuous") for d in result["datasets"].values())
+    table = Table("dataset", "episodes", "success %", *(["score %"] if scored else []), "95% CI",
+                  *[f"pass@{k}" for k in ks], "turns", "infra", "top failure",
+                  title="MedAgentGym evaluation")
     rows = []
     for n, d in result["datasets"].items():
         rows.append((display(n), d))
@@ -77,6 +79,7 @@ def _print_table(result: dict, *, categories: bool = False) -> None:
     for name, d in rows:
         top = max(FAILURE_CATEGORIES, key=lambda c: d["failures"].get(c, 0))
         table.add_row(name, str(d["episodes"]), pct(d["success_rate"] if d["graded"] else None),
+                      *([pct(d.get("mean_score") if d["graded"] else None)] if scored else []),
                       f"[{pct(d['ci95'][0], 1)}, {pct(d['ci95'][1], 1)}]",
                       *[pct(d.get("pass_at_k", {}).get(k)) for k in ks],
                       f"{d['mean_turns']:.2f}", str(d["infrastructure"]["episodes"]),

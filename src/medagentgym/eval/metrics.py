@@ -5,6 +5,9 @@ Everything is a pure function of :class:`~medagentgym.types.Trajectory` lists.
 * **Infrastructure failures** (an episode error whose source is not ``agent``: sandbox,
   model endpoint, grader, environment) are counted apart and leave every denominator: they
   are neither successes nor wrong answers.
+* **mean_score** = mean reward (``Grade.score``) over graded episodes: the success rate for
+  binary datasets, a continuous score (AUROC, accuracy) where a dataset grades that way;
+  ``continuous`` marks those, and reports show the score next to success for them.
 * **success_rate** = successes / graded episodes, with a 95% percentile-bootstrap interval
   that resamples *tasks* (all samples of a task together), so several samples per task do
   not fake precision.
@@ -438,6 +441,11 @@ def _block(trajs: Sequence[Trajectory], opt: _Options, *, curves: bool = True
         "graded": len(graded),
         "successes": successes,
         "success_rate": rate,
+        # the mean reward (Grade.score): equal to success for binary datasets, a continuous
+        # score (e.g. AUROC) where the dataset has one; ``continuous`` says which
+        "mean_score": _mean([float(t.reward) for t, _ in graded]),
+        "continuous": any(float(t.reward) not in (0.0, 1.0) or t.metadata.get("score_kind") == "continuous"
+                          for t, _ in graded),
         "ci95": [lo, hi],
         "tasks": len(tasks),
         "samples_per_task": {"min": min(per_task_n, default=0), "max": max(per_task_n, default=0)},

@@ -93,8 +93,9 @@ def leaderboard_markdown(boards: Boards) -> str:
 def summary_markdown(report: Mapping[str, Any]) -> str:
     """One model's report as a markdown table per dataset, with the paper's aggregates."""
     ks = _shown_ks(report["overall"].get("pass_at_k", {}))
-    head = ["Dataset", "Episodes", "Success %", "95% CI", *[f"pass@{k}" for k in ks],
-            "Turns", "Infra", "Top failure"]
+    scored = any(d.get("continuous") for d in report["datasets"].values())
+    head = ["Dataset", "Episodes", "Success %", *(["Score %"] if scored else []), "95% CI",
+            *[f"pass@{k}" for k in ks], "Turns", "Infra", "Top failure"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 2) + "---|"]
     rows = [*[(display(n), d) for n, d in report["datasets"].items()],
             ("**overall**", report["overall"])]
@@ -105,6 +106,7 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
         pk = d.get("pass_at_k", {})
         lines.append("| " + " | ".join([
             name, str(d["episodes"]), pct(d["success_rate"] if d["graded"] else None),
+            *([pct(d.get("mean_score") if d["graded"] else None)] if scored else []),
             f"[{pct(d['ci95'][0])}, {pct(d['ci95'][1])}]",
             *[pct(pk.get(str(k))) for k in ks], f"{d['mean_turns']:.2f}",
             str(d["infrastructure"]["episodes"]), top_txt]) + " |")
