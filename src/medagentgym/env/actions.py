@@ -4,21 +4,32 @@ The environment accepts a dict or a string (what a model writes). Strings may wr
 in a code fence or surround it with prose; anything that cannot be read becomes an
 :class:`~medagentgym.errors.AgentError` whose message tells the agent how to fix it. (The
 LLM-side parser of the agents issue handles more: native tool calls, code in triple quotes.)
+
+Replies are untrusted: at most :data:`MAX_ACTION_CHARS` characters are read, JSON nested
+deeper than :data:`MAX_JSON_DEPTH` is refused before it is decoded (:func:`json_depth`), and
+every step is linear in the reply, so no reply raises anything but ``AgentError``.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from itertools import islice
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from medagentgym.errors import AgentError
+from medagentgym.graders.bounds import bound_answer, short_repr
 from medagentgym.types import Action
 
+MAX_ACTION_CHARS = 1_000_000  # the longest reply read (what the gym's text spaces hold)
+MAX_JSON_DEPTH = 100  # the deepest JSON read (an answer may be 64 deep)
+MAX_TRIES = 64  # fenced blocks and object starts tried in one reply
+
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Action)
-_FENCE = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
+_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+_OBJECT_START = re.compile(r"\{\s*[\"}]")
 
 FORMAT_HINT = (
     'Reply with exactly one JSON object: {"action": "<name>", "params": {...}}, for example '
@@ -26,32 +37,106 @@ FORMAT_HINT = (
 )
 
 
-def _extract_json(text: str) -> Any:
-    text = text.strip()
+def json_depth(text: str, start: int = 0, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep the JSON value at ``start`` nests ``[``/``{`` (strings skipped); linear.
+
+    The scan stops at the end of that value, or as soon as it is deeper than ``limit``. It
+    reads strings as JSON does, so a decoder never recurses deeper than this says.
+    """
+    depth = deepest = 0
+    for m in _TOKENS.finditer(text, start):
+        c = text[m.start()]
+        if c in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        elif c in "]}":
+            depth -= 1
+            if depth <= 0:
+                break
+        elif depth == 0:
+            break  # a string at the top: the value ends there
+    return deepest
+
+
+class _TooDeep(ValueError):
+    pass
+
+
+def loads_bounded(text: str, start: int = 0, *, strict: bool = True) -> Any:
+    """The JSON value at ``start`` (and nothing after it when ``start`` is 0).
+
+    ``ValueError`` when the text is not JSON or nests deeper than :data:`MAX_JSON_DEPTH`;
+    never ``RecursionError``.
+    """
+    if json_depth(text, start) > MAX_JSON_DEPTH:
+        raise _TooDeep(f"nested more than {MAX_JSON_DEPTH} levels deep")
     try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    for m in _FENCE.finditer(text):
+        if start == 0:
+            return json.loads(text, strict=strict)
+        return json.JSONDecoder(strict=strict).raw_decode(text, start)[0]
+    except RecursionError:
+        raise _TooDeep(f"nested more than {MAX_JSON_DEPTH} levels deep") from None
+
+
+def _fenced(text: str) -> list[str]:
+    """The bodies of the first fenced blocks (```json or ```) that hold a ``{...}``."""
+    out, pos = [], 0
+    for _ in range(MAX_TRIES):
+        opening = text.find("```", pos)
+        closing = text.find("```", opening + 3) if opening != -1 else -1
+        if closing == -1:
+            break
+        body = text[opening + 3 : closing]
+        body = (body[4:] if body.startswith("json") else body).strip()
+        if body.startswith("{") and body.endswith("}"):
+            out.append(body)
+        pos = closing + 3
+    return out
+
+
+def _extract_json(text: str) -> Any:
+    if len(text) > MAX_ACTION_CHARS:
+        raise AgentError(f"Your reply is {len(text):,} characters long; at most "
+                         f"{MAX_ACTION_CHARS:,} are read. {FORMAT_HINT}")
+    text = text.strip()
+    too_deep = False
+    candidates: list[tuple[str, int]] = [(text, 0)]
+    candidates += [(body, 0) for body in _fenced(text)]
+    # the first balanced {...} that parses
+    candidates += [(text, m.start()) for m in islice(_OBJECT_START.finditer(text), MAX_TRIES)]
+    for candidate, start in candidates:
         try:
-            return json.loads(m.group(1))
+            return loads_bounded(candidate, start)
+        except _TooDeep:
+            too_deep = True
         except ValueError:
             continue
-    # the first balanced {...} that parses
-    start = text.find("{")
-    decoder = json.JSONDecoder()
-    while start != -1:
-        try:
-            obj, _ = decoder.raw_decode(text, start)
-            return obj
-        except ValueError:
-            start = text.find("{", start + 1)
+    if too_deep:
+        raise AgentError(f"Your reply nests JSON more than {MAX_JSON_DEPTH} levels deep. "
+                         f"{FORMAT_HINT}")
     raise AgentError(f"Could not find a JSON action in your reply. {FORMAT_HINT}")
+
+
+def _plain_json(raw: Any) -> Any:
+    """An action given as an object, if it is plain JSON data within the reply's bounds."""
+    _, why = bound_answer(raw, max_depth=MAX_JSON_DEPTH, max_str=MAX_ACTION_CHARS)
+    if why is not None:
+        why = why.removeprefix("the answer cannot be graded: ")
+        raise AgentError(f"The action cannot be read: {why}. {FORMAT_HINT}")
+    try:
+        json.dumps(raw)
+    except (TypeError, ValueError, RecursionError):
+        raise AgentError(f"The action must be plain JSON data (objects, arrays, strings, "
+                         f"numbers, true/false/null). {FORMAT_HINT}") from None
+    return raw
 
 
 def parse_action(raw: str | dict[str, Any]) -> Any:
     """The typed action, or :class:`AgentError` with a message for the agent."""
-    obj = _extract_json(raw) if isinstance(raw, str) else raw
+    obj = _extract_json(raw) if isinstance(raw, str) else _plain_json(raw)
     if not isinstance(obj, dict):
         raise AgentError(f"The action must be a JSON object, got {type(obj).__name__}. {FORMAT_HINT}")
     name = obj.get("action")
@@ -68,7 +153,7 @@ def parse_action(raw: str | dict[str, Any]) -> Any:
             loc = ".".join(str(p) for p in err["loc"][1:]) or "action"
             problems.append(f"{loc}: {err['msg']}")
         if any(e["type"] == "union_tag_invalid" for e in exc.errors()):
-            return_msg = (f"Unknown action {name!r}. Valid actions: request_info, validate_code, "
-                          f"debug, terminal, submit.")
+            return_msg = (f"Unknown action {short_repr(name, 80)}. Valid actions: request_info, "
+                          f"validate_code, debug, terminal, submit.")
             raise AgentError(f"{return_msg} {FORMAT_HINT}") from None
         raise AgentError(f"Invalid parameters for {name!r}: {'; '.join(problems)}.") from None

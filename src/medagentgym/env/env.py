@@ -39,6 +39,7 @@ from medagentgym.types import Grade, StepRecord, Task
 
 PROTOCOLS = ("paper", "submit")
 MAX_TEXT = 1_000_000
+FEEDBACK_CHARS = 4000  # output an agent sees of one execution (validate_code, terminal)
 
 Debugger = Callable[[str, str], str | Awaitable[str]]
 
@@ -223,7 +224,7 @@ class AsyncMedAgentEnv:
         if name == "validate_code":
             result = await self._execute(act.code)
             grade = None
-            text = result.feedback() or "(no output)"
+            text = result.feedback(FEEDBACK_CHARS) or "(no output)"
             if self.protocol == "paper" and result.has_answer:
                 grade = self._grade(result.answer)
                 if self.show_verdict and not grade.correct:
@@ -237,9 +238,10 @@ class AsyncMedAgentEnv:
             if act.code is not None:
                 result = await self._execute(act.code)
                 if not result.has_answer:
-                    return (result.feedback() + "\n\n[submitted code set no `answer`]",
+                    text = result.feedback(FEEDBACK_CHARS)
+                    return (text + "\n\n[submitted code set no `answer`]",
                             Grade(correct=False, score=0.0, reason="no answer"), result.status)
-                value, status, text = result.answer, result.status, result.feedback()
+                value, status, text = result.answer, result.status, result.feedback(FEEDBACK_CHARS)
             else:
                 value, status, text = act.answer, None, ""
             grade = self._grade(value)
@@ -255,13 +257,12 @@ class AsyncMedAgentEnv:
         if name == "terminal":
             assert self._sandbox is not None
             r = await self._sandbox.run(["/bin/sh", "-c", act.cmd], timeout=self.terminal_timeout)
-            text = (r.stdout + r.stderr).strip() or "(no output)"
-            if r.status != "ok":
-                text += f"\n[exit status {r.exit_code}; {r.status}{': ' + r.error if r.error else ''}]"
-            return text, None, r.status
+            return _terminal_text(r), None, r.status
         raise AgentError(f"unsupported action {name!r}")
 
     def _grade(self, value: Any) -> Grade:
+        """The verdict on an agent's value. Graders never raise on agent input (a bad value is
+        graded wrong), so an exception here is a grader bug on our side: a GraderError."""
         try:
             return self.family.grade(self.task, value, stage=self.stage)
         except Exception as exc:
@@ -276,6 +277,16 @@ class AsyncMedAgentEnv:
         if self._sandbox is not None:
             await self._sandbox.close()
             self._sandbox = None
+
+
+def _terminal_text(r: ExecResult) -> str:
+    """What ``terminal`` shows: the output, trimmed as ``validate_code``'s, and the exit status."""
+    output = ExecResult(status="ok", stdout=r.stdout, stderr=r.stderr)
+    text = output.feedback(FEEDBACK_CHARS) or "(no output)"
+    if r.status != "ok":
+        error = f": {r.error[:500]}" if r.error else ""
+        text += f"\n[exit status {r.exit_code}; {r.status}{error}]"
+    return text
 
 
 class MedAgentEnv(gym.Env[str, str]):

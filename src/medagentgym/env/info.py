@@ -49,6 +49,8 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
+from medagentgym.graders.bounds import MAX_INT_BITS, short_repr, to_int
+
 __all__ = [
     "FUZZY_THRESHOLD",
     "INFO_TYPES",
@@ -68,6 +70,9 @@ FUZZY_THRESHOLD = 0.5  # normalised edit distance must be strictly below this
 FUZZY_LIMIT = 5
 MAX_SHOWN_LOCATIONS = 20
 MAX_VALUE_CHARS = 1000  # longer cells (notes) are listed but not searchable by term
+MAX_KEYTERM_CHARS = 2 * MAX_VALUE_CHARS  # a longer keyterm is within 0.5 of no searchable key
+MAX_PATH_CHARS = 1000
+MAX_SHOWN_CHARS = 200  # an agent's text echoed in an observation
 INDEX_FORMAT = 1
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
 DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
@@ -138,7 +143,8 @@ def value_key(text: str) -> str:
     if key and (key[0].isdigit() or key[0] in "+-."):
         if _NUMBER.fullmatch(key):
             if _INTEGER.fullmatch(key):
-                key = str(int(key))
+                number = to_int(key)  # None for a very long digit string: kept as text
+                key = key if number is None else str(number)
             else:
                 number = float(key)
                 if number.is_integer() and abs(number) < 1e16:
@@ -568,8 +574,8 @@ class InfoIndex:
         below 0.5 are returned with all their locations, nearest first. ``table`` restricts
         the search to one table.
         """
-        key = value_key(str(keyterm))
-        if not key.strip():
+        key = value_key(_arg(keyterm))
+        if not key.strip() or len(key) > MAX_KEYTERM_CHARS:
             return []
         t_pos = None if table is None else self._tables_by_lower.get(self.table(table).name.lower())
         kid = self._find(key)
@@ -660,16 +666,32 @@ class InfoIndex:
     # ------------------------------------------------------------------ observations
 
     def answer(self, info_type: str, data_path: str = "", keyterm: Any = "") -> str:
-        """The observation text for one ``request_info`` action (never raises on bad input)."""
-        kind = _INFO_ALIASES.get(str(info_type).strip().lower().replace(" ", "_"))
+        """The observation text for one ``request_info`` action (never raises on bad input).
+
+        Arguments of any type and size are read as text; a keyterm longer than
+        :data:`MAX_KEYTERM_CHARS` or a data_path longer than :data:`MAX_PATH_CHARS` is refused
+        with a message, and the agent's text is echoed at most :data:`MAX_SHOWN_CHARS` long.
+        """
+        info_type, data_path, keyterm = _arg(info_type), _arg(data_path), _arg(keyterm).strip()
+        kind = _INFO_ALIASES.get(info_type.strip().lower().replace(" ", "_"))
         if kind is None:
             return (
-                f"Unknown info_type {info_type!r}: use one of "
+                f"Unknown info_type {_show(info_type, MAX_SHOWN_CHARS)}: use one of "
                 + ", ".join(repr(t) for t in INFO_TYPES)
                 + "."
             )
-        keyterm = "" if keyterm is None else str(keyterm).strip()
-        table, column, unknown = self._resolve(str(data_path or ""))
+        if len(keyterm) > MAX_KEYTERM_CHARS:
+            return (
+                f"The keyterm is {len(keyterm):,} characters long; no searchable value is near "
+                f"it (cells longer than {MAX_VALUE_CHARS:,} characters are not searchable). "
+                f"Give a keyterm of at most {MAX_KEYTERM_CHARS:,} characters."
+            )
+        if len(data_path) > MAX_PATH_CHARS:
+            return (
+                f"data_path is {len(data_path):,} characters long; give a table name or a path "
+                f"of at most {MAX_PATH_CHARS:,} characters."
+            )
+        table, column, unknown = self._resolve(data_path)
         if kind == "column_names":
             if table is None and unknown and keyterm:
                 table, _, _ = self._resolve(keyterm)  # the table given as keyterm
@@ -704,7 +726,7 @@ class InfoIndex:
                     all_columns = sorted({c for t in self.tables for c in t.column_names})
                     return self._unknown("column", column, all_columns)
                 return (
-                    f"Column {column!r} exists in several tables ("
+                    f"Column {_show(column, MAX_SHOWN_CHARS)} exists in several tables ("
                     + ", ".join(t.name for t in owners)
                     + "); give the table as data_path."
                 )
@@ -730,8 +752,10 @@ class InfoIndex:
     def _answer_term(self, keyterm: str, table: str | None, unknown: str) -> str:
         note = ""
         if unknown and table is None and not self._is_dataset_path(unknown):
-            note = f" (no table matches data_path {unknown!r}; searched every table)"
+            shown = _show(unknown, MAX_SHOWN_CHARS)
+            note = f" (no table matches data_path {shown}; searched every table)"
         matches = self.term(keyterm, table=table)
+        shown = _show(keyterm, MAX_SHOWN_CHARS)
         scope = f" in table {table}" if table else ""
         if table and not matches:
             matches = self.term(keyterm)
@@ -739,15 +763,15 @@ class InfoIndex:
                 scope = f" (none in table {table}; these are in other tables)"
         if not matches:
             return (
-                f"No cell equals {keyterm!r}{scope}, and no value is within normalised edit "
+                f"No cell equals {shown}{scope}, and no value is within normalised edit "
                 f"distance {FUZZY_THRESHOLD}{note}."
             )
         if matches[0].exact:
-            head = f"Exact (case-insensitive) matches for {keyterm!r}{scope}{note}: "
+            head = f"Exact (case-insensitive) matches for {shown}{scope}{note}: "
             items = [f"{m.table}.{m.column} = {_show(m.value)} ({_rows(m.count)})" for m in matches]
         else:
             head = (
-                f"No cell equals {keyterm!r}{scope}{note}. Nearest values (normalised edit "
+                f"No cell equals {shown}{scope}{note}. Nearest values (normalised edit "
                 f"distance < {FUZZY_THRESHOLD}): "
             )
             items = [
@@ -813,7 +837,7 @@ class InfoIndex:
         )
         hint = f" Did you mean {guess[2]!r}?" if guess and guess[1] < 0.5 else ""
         shown = ", ".join(valid[:60]) + (", ..." if len(valid) > 60 else "")
-        return f"Unknown {what} {name!r}.{hint} Valid names: {shown}."
+        return f"Unknown {what} {_show(name, MAX_SHOWN_CHARS)}.{hint} Valid names: {shown}."
 
 
 def _rows(n: int) -> str:
@@ -823,6 +847,19 @@ def _rows(n: int) -> str:
 def _show(value: str, limit: int = 80) -> str:
     text = value if len(value) <= limit else value[: limit - 3] + "..."
     return repr(text)
+
+
+def _arg(value: Any) -> str:
+    """An action argument as text, whatever its type and size (never raises)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | float) or (
+        isinstance(value, int) and value.bit_length() <= MAX_INT_BITS
+    ):
+        return str(value)
+    return short_repr(value, MAX_KEYTERM_CHARS + 1)
 
 
 def _release_freed_memory() -> None:

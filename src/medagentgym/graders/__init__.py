@@ -1,5 +1,10 @@
-"""Graders: typed comparisons between an agent's ``answer`` and the gold answer."""
+"""Graders: typed comparisons between an agent's ``answer`` and the gold answer.
 
+A grader given agent input never raises: an answer over the size and depth budget
+(:func:`bound_answer`) or of the wrong kind is graded wrong, with a reason.
+"""
+
+from medagentgym.graders.bounds import bound_answer, short_repr, to_float, to_int
 from medagentgym.graders.values import (
     DEFAULT_ABS_TOL,
     DEFAULT_REL_TOL,
@@ -16,10 +21,14 @@ __all__ = [
     "DEFAULT_ABS_TOL",
     "DEFAULT_REL_TOL",
     "GradeResult",
+    "bound_answer",
     "date_match",
     "exact_match",
     "normalize_scalar",
     "numeric_match",
+    "short_repr",
     "sql_result_match",
+    "to_float",
+    "to_int",
     "values_equal",
 ]

@@ -27,6 +27,10 @@ Normalisation (:func:`normalize_scalar`) decides what "the same value" means:
   ``case_sensitive``). A string never equals a number or a date: ``"The answer is 5"`` is not
   ``5``.
 
+Agent input never makes a grader raise: an answer over the size and depth budget of
+:func:`medagentgym.graders.bounds.bound_answer` is graded wrong, numeric strings longer than
+400 characters stay strings, and integers beyond the float range compare exactly.
+
 Every grader returns a :class:`GradeResult`. Its ``reason`` is one line that may be shown to
 the agent: it explains how the answer was read and why it failed, but never quotes the gold
 answer (it may reveal the *shape* of the expected result, such as its number of columns).
@@ -42,6 +46,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from medagentgym.graders.bounds import (
+    MAX_ITEMS,
+    MAX_NUMBER_CHARS,
+    bound_answer,
+    short_repr,
+    to_float,
+)
 from medagentgym.types import Grade
 
 __all__ = [
@@ -127,7 +138,7 @@ def _normalize_str(s: str, case_sensitive: bool) -> Scalar:
         return True
     if folded in _FALSE_WORDS:
         return False
-    if s[0] in "+-.0123456789" and _NUMBER.fullmatch(s):
+    if s[0] in "+-.0123456789" and len(s) <= MAX_NUMBER_CHARS and _NUMBER.fullmatch(s):
         if _INTEGER.fullmatch(s):
             return int(s)
         value = float(s)
@@ -157,8 +168,10 @@ def normalize_scalar(x: Any, *, case_sensitive: bool = False) -> Scalar:
     if isinstance(x, numbers.Integral):
         return int(x)
     if isinstance(x, numbers.Real):
-        value = float(x)
-        return None if math.isnan(value) else value
+        value = to_float(x)
+        if value is None and x == x:  # not NaN: beyond the float range
+            return math.inf if x > 0 else -math.inf
+        return value
     if isinstance(x, dt.datetime):
         if x.tzinfo is not None:
             x = x.replace(tzinfo=None)
@@ -192,11 +205,17 @@ def _numbers_equal(a: float, b: float, rel_tol: float, abs_tol: float) -> bool:
     a_int, b_int = isinstance(a, int), isinstance(b, int)
     if a_int and b_int:
         return a == b
-    if math.isinf(a) or math.isinf(b):
-        return a == b
     if a_int or b_int:
         rel_tol = min(rel_tol, INT_REL_TOL)
-    return math.isclose(a, b, rel_tol=rel_tol, abs_tol=abs_tol)
+    return _close(a, b, rel_tol, abs_tol)
+
+
+def _close(a: float, b: float, rel_tol: float, abs_tol: float) -> bool:
+    """:func:`math.isclose`, also for integers beyond the float range (exact there)."""
+    fa, fb = to_float(a), to_float(b)
+    if fa is None or fb is None or math.isinf(fa) or math.isinf(fb):
+        return a == b  # Python compares int and float exactly, without overflow
+    return math.isclose(fa, fb, rel_tol=rel_tol, abs_tol=abs_tol)
 
 
 def _equal_normalized(a: Scalar, b: Scalar, rel_tol: float, abs_tol: float) -> bool:
@@ -209,7 +228,7 @@ def _equal_normalized(a: Scalar, b: Scalar, rel_tol: float, abs_tol: float) -> b
         return a == b
     if {ka, kb} == {"bool", "num"}:
         flag, num = (a, b) if ka == "bool" else (b, a)
-        return float(num) == float(int(flag))  # type: ignore[arg-type]
+        return num == int(flag)  # type: ignore[arg-type]
     return False
 
 
@@ -251,8 +270,7 @@ def _hash_key(v: Scalar) -> Any:
 
 
 def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return short_repr(value, limit)
 
 
 def _describe(value: Any) -> str:
@@ -414,7 +432,8 @@ def _sort_key(row: tuple) -> tuple:
         if v is None:
             out.append((0, 0.0, ""))
         elif isinstance(v, bool | int | float):
-            out.append((1, float(v), ""))
+            f = to_float(int(v) if isinstance(v, bool) else v)
+            out.append((1, f if f is not None else (math.inf if v > 0 else -math.inf), ""))
         elif isinstance(v, dt.date):
             out.append((2, (_as_datetime(v) - _EPOCH).total_seconds(), ""))
         else:
@@ -452,6 +471,10 @@ def sql_result_match(
     if isinstance(gold_rows, str | bytes | Mapping) or not isinstance(gold_rows, Sequence):
         gold_rows = [gold_rows]  # a bare scalar (or one row as a dict) is one row
     gold = [_normalize_row(_row_of(r), case_sensitive) for r in gold_rows]
+    budget = max(MAX_ITEMS, 4 * sum(len(r) + 1 for r in gold))  # a large gold result fits
+    predicted, why = bound_answer(predicted, max_items=budget)
+    if why is not None:
+        return GradeResult.wrong(f"wrong: {why}")
     widths = {len(r) for r in gold}
     width = widths.pop() if len(widths) == 1 else None
     readings = _interpretations(predicted, width)
@@ -561,6 +584,9 @@ def numeric_match(
     (:func:`math.isclose`). ``pred`` may be a number, a numeric string or a one-element
     container; booleans, NaN and non-numeric strings are wrong.
     """
+    pred, why = bound_answer(pred)
+    if why is not None:
+        return GradeResult.wrong(f"wrong: {why}")
     value = _unwrap_single(pred)
     try:
         num = normalize_scalar(value)
@@ -577,14 +603,14 @@ def numeric_match(
         if isinstance(gold_value, bool) or not isinstance(gold_value, int | float):
             raise ValueError(f"gold answer is not a number: {gold!r}")
         gold_num = gold_value
-    detail = f"pred={num!r} gold={gold!r} bounds=[{lower!r}, {upper!r}]"
+    detail = f"pred={_short(num)} gold={gold!r} bounds=[{lower!r}, {upper!r}]"
     if lower is None and upper is None:
         if gold_num is None:
             raise ValueError("numeric_match needs a gold value or bounds")
-        if math.isclose(num, gold_num, rel_tol=rel_tol, abs_tol=abs_tol) or num == gold_num:
+        if _close(num, gold_num, rel_tol, abs_tol):
             return GradeResult.right("correct: the number matches the expected value", detail)
         return GradeResult.wrong(
-            f"wrong: the number {num!r} does not match the expected value", detail
+            f"wrong: the number {_short(num, 60)} does not match the expected value", detail
         )
     if gold_num is not None and math.isfinite(gold_num):
         slack = max(rel_tol * abs(gold_num), abs_tol)
@@ -597,7 +623,9 @@ def numeric_match(
         lo, hi = hi, lo
     if lo <= num <= hi:
         return GradeResult.right("correct: the number lies within the accepted range", detail)
-    return GradeResult.wrong(f"wrong: the number {num!r} lies outside the accepted range", detail)
+    return GradeResult.wrong(
+        f"wrong: the number {_short(num, 60)} lies outside the accepted range", detail
+    )
 
 
 def exact_match(
@@ -611,6 +639,9 @@ def exact_match(
     ``"5"``, ``5`` and ``5.0`` are equal; ``"Yes"`` and ``True`` are equal. A list gold is
     compared element by element, in order; a scalar gold accepts a one-element container.
     """
+    pred, why = bound_answer(pred)
+    if why is not None:
+        return GradeResult.wrong(f"wrong: {why}")
     if isinstance(gold, list | tuple):
         if not isinstance(pred, list | tuple):
             pred = [pred]
@@ -657,6 +688,9 @@ def date_match(pred: Any, gold: Any, *, ignore_time: bool | None = None) -> Grad
     g = normalize_scalar(_unwrap_single(gold))
     if not isinstance(g, dt.date):
         raise ValueError(f"gold answer is not a date: {gold!r}")
+    pred, why = bound_answer(pred)
+    if why is not None:
+        return GradeResult.wrong(f"wrong: {why}")
     value = _unwrap_single(pred)
     try:
         p = normalize_scalar(value)

@@ -238,8 +238,8 @@ class EhrSqlFamily(TaskFamily):
         truth = task.truth
         gold = truth.value[stage] if truth.kind == "sequence" else truth.value
         if gold is None or (truth.kind == "sql_rows" and task.metadata.get("is_impossible")):
-            # unanswerable: the agent must abstain
-            if answer is None or answer == [] or answer == "":
+            # unanswerable: the agent must abstain (checked by type: never compares a value)
+            if answer is None or (isinstance(answer, list | str) and len(answer) == 0):
                 return Grade.right("correctly abstained")
             return Grade.wrong("this question cannot be answered from the data")
         return sql_result_match(answer, gold)

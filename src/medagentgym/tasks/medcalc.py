@@ -44,7 +44,7 @@ from typing import Any
 
 from medagentgym.data import home as _home
 from medagentgym.errors import ConfigurationError
-from medagentgym.graders import normalize_scalar, numeric_match
+from medagentgym.graders import bound_answer, normalize_scalar, numeric_match, short_repr, to_int
 from medagentgym.tasks import cache as task_cache
 from medagentgym.tasks.family import TaskFamily
 from medagentgym.types import Grade, GroundTruth, Provenance, Task
@@ -122,6 +122,7 @@ _DATE_FORMATS = ("%m/%d/%Y", "%Y-%m-%d", "%m-%d-%Y", "%B %d, %Y", "%b %d, %Y", "
                  "%b %d %Y", "%d %B %Y", "%d %b %Y", "%b. %d, %Y", "%Y/%m/%d")
 _WEEKS_DAYS = re.compile(r"(\d+)\s*(?:weeks?|wks?|w)\b\W*(?:and\s*)?(\d+)\s*(?:days?|d)\b", re.I)
 _TWO_INTS = re.compile(r"^\W*(\d+)\s*[,;/ ]\s*(\d+)\W*$")
+MAX_ANSWER_TEXT = 200  # a longer string is not read as a date or a gestational age
 
 
 def gold_kind(answer: str) -> str:
@@ -136,7 +137,10 @@ def gold_kind(answer: str) -> str:
 
 def parse_weeks_days(value: Any) -> tuple[int, int] | None:
     """(weeks, days) from ``(14, 1)``, ``[14, 1]``, ``{"weeks": 14, "days": 1}``,
-    ``"(14 weeks, 1 days)"``, ``"('14 weeks', '1 days')"`` or ``"14w 1d"``; else None."""
+    ``"(14 weeks, 1 days)"``, ``"('14 weeks', '1 days')"`` or ``"14w 1d"``; else None.
+
+    Never raises: strings longer than :data:`MAX_ANSWER_TEXT` and numbers that are not whole
+    are None."""
     if isinstance(value, dict):
         weeks = [v for k, v in value.items() if "week" in str(k).lower()]
         days = [v for k, v in value.items() if "day" in str(k).lower()]
@@ -147,46 +151,57 @@ def parse_weeks_days(value: Any) -> tuple[int, int] | None:
     if isinstance(value, list | tuple):
         if len(value) != 2:
             return None
-        out = []
+        out: list[int | None] = []
         for item in value:
-            if isinstance(item, bool):
+            if isinstance(item, bool | list | tuple | dict | set | frozenset):
                 return None
             if isinstance(item, str):
+                if len(item) > MAX_ANSWER_TEXT:
+                    return None
                 m = re.fullmatch(r"\s*(\d+)\s*(?:weeks?|days?|w|d)?\s*", item, re.I)
                 if not m:
                     return None
-                out.append(int(m.group(1)))
+                out.append(to_int(m.group(1)))
                 continue
-            num = normalize_scalar(item) if not isinstance(item, list | dict) else None
-            if not isinstance(num, int | float) or isinstance(num, bool) or num != int(num):
-                return None
-            out.append(int(num))
+            num = normalize_scalar(item)
+            out.append(to_int(num) if isinstance(num, int | float) else None)
+        if out[0] is None or out[1] is None:
+            return None
         return out[0], out[1]
     if isinstance(value, str):
+        if len(value) > MAX_ANSWER_TEXT:
+            return None
         pairs = _WEEKS_DAYS.findall(value)
         if len(pairs) > 1:
             return None  # several candidates are not an answer
         if pairs:
-            return int(pairs[0][0]), int(pairs[0][1])
+            return _int_pair(*pairs[0])
         m = _TWO_INTS.match(value)
         if m:
-            return int(m.group(1)), int(m.group(2))
+            return _int_pair(m.group(1), m.group(2))
         try:
             literal = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             return None
         if isinstance(literal, tuple | list):
             return parse_weeks_days(list(literal))
     return None
 
 
+def _int_pair(weeks: str, days: str) -> tuple[int, int] | None:
+    w, d = to_int(weeks), to_int(days)
+    return None if w is None or d is None else (w, d)
+
+
 def parse_date_answer(value: Any) -> dt.date | None:
     """A calendar date from the common ways of writing one (US month-first when ambiguous)."""
-    while isinstance(value, list | tuple) and len(value) == 1:
+    for _ in range(64):
+        if not (isinstance(value, list | tuple) and len(value) == 1):
+            break
         value = value[0]
     if isinstance(value, dt.date):
         return value if not isinstance(value, dt.datetime) else value.date()
-    if not isinstance(value, str):
+    if not isinstance(value, str) or len(value) > MAX_ANSWER_TEXT:
         return None
     text = " ".join(value.split()).strip().rstrip(".")
     norm = normalize_scalar(text)
@@ -206,28 +221,34 @@ def parse_date_answer(value: Any) -> dt.date | None:
 
 
 def grade_answer(truth: GroundTruth, answer: Any) -> Grade:
-    """Grade ``answer`` against a MedCalc ground truth (a pure function; see module doc)."""
+    """Grade ``answer`` against a MedCalc ground truth (a pure function; see module doc).
+
+    Never raises on an agent's answer: one over budget or of the wrong kind is wrong."""
+    answer, why = bound_answer(answer)
+    if why is not None:
+        return Grade.wrong(f"wrong: {why}")
+    shown = short_repr(answer)
     if truth.kind == "date":
         gold = parse_date_answer(truth.value)
         assert gold is not None
         got = parse_date_answer(answer)
         if got is None:
             return Grade.wrong("wrong: expected a date (MM/DD/YYYY) but the answer is not one",
-                               detail=f"pred={answer!r} gold={truth.value!r}")
+                               detail=f"pred={shown} gold={truth.value!r}")
         if got == gold:
             return Grade.right("correct: the date matches the expected date")
         return Grade.wrong(f"wrong: the date {got:%m/%d/%Y} is not the expected date",
-                           detail=f"pred={answer!r} gold={truth.value!r}")
+                           detail=f"pred={shown} gold={truth.value!r}")
     if truth.kind == "weeks_days":
         gold_wd = tuple(truth.value)
         got_wd = parse_weeks_days(answer)
         if got_wd is None:
             return Grade.wrong("wrong: expected a gestational age as (weeks, days)",
-                               detail=f"pred={answer!r} gold={truth.value!r}")
+                               detail=f"pred={shown} gold={truth.value!r}")
         if got_wd == gold_wd:
             return Grade.right("correct: the gestational age matches")
         return Grade.wrong(f"wrong: {got_wd[0]} weeks {got_wd[1]} days is not the expected "
-                           "gestational age", detail=f"pred={answer!r} gold={truth.value!r}")
+                           "gestational age", detail=f"pred={shown} gold={truth.value!r}")
     return numeric_match(answer, truth.value, truth.extra["lower"], truth.extra["upper"])
 
 

@@ -1,0 +1,149 @@
+"""Hostile answers, and synthetic tasks of every registered dataset family, shared by the
+grader and environment tests: whatever an agent stores in ``answer`` is graded (wrong), and
+never crashes the host — a crash would be booked as an infrastructure error and excused."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from decimal import Decimal
+from fractions import Fraction
+from functools import cache
+from typing import Any
+
+from medagentgym.tasks import registry
+from medagentgym.types import ALL_ACTIONS, GroundTruth, Provenance, Task
+
+
+def deep_list(depth: int, leaf: Any = None) -> list:
+    """``[[[...]]]`` nested ``depth`` deep, built without recursion."""
+    root = cur = []
+    for _ in range(depth - 1):
+        nxt: list = []
+        cur.append(nxt)
+        cur = nxt
+    if leaf is not None:
+        cur.append(leaf)
+    return root
+
+
+def deep_dict(depth: int) -> dict:
+    root = cur = {}
+    for _ in range(depth - 1):
+        nxt: dict = {}
+        cur["a"] = nxt
+        cur = nxt
+    return root
+
+
+def _cycle() -> list:
+    a: list = []
+    a.append(a)
+    return a
+
+
+HOSTILE: dict[str, Callable[[], Any]] = {
+    "digits_5000": lambda: "1" * 5000,
+    "int_1e400": lambda: 10**400,
+    "neg_int_1e400": lambda: -(10**400),
+    "int_5000_digits": lambda: 10**5000,
+    "inf_in_list": lambda: [math.inf, 3],
+    "dashes_then_1": lambda: "-" * 100_000 + "1",
+    "nan": lambda: math.nan,
+    "nan_in_list": lambda: [math.nan],
+    "inf": lambda: math.inf,
+    "neg_inf": lambda: -math.inf,
+    "str_1e400": lambda: "1e400",
+    "long_decimal_str": lambda: "9" * 400 + ".5",
+    "deep_list_100k": lambda: deep_list(100_000),
+    "deep_dict_100k": lambda: deep_dict(100_000),
+    "deep_list_65": lambda: deep_list(65, "x"),
+    "deep_list_60": lambda: deep_list(60, "x"),
+    "cycle": _cycle,
+    "wide_list_1m": lambda: list(range(1_000_000)),
+    "wide_dict_300k": lambda: {str(i): i for i in range(300_000)},
+    "rows_100k": lambda: [[i] for i in range(100_000)],
+    "surrogate": lambda: "\ud800",
+    "surrogates_in_list": lambda: ["\ud800", "\udfff"],
+    "surrogate_key": lambda: {"\ud800": "x"},
+    "huge_str": lambda: "x" * 5_000_000,
+    "weeks_100k_digits": lambda: "1" * 100_000 + " weeks 1 day",
+    "odd_keys": lambda: {(1, 2): "a", None: "b", 3.5: "c", frozenset({1}): "d"},
+    "int_keys": lambda: {10**400: "a", 2: "b"},
+    "bool_true": lambda: True,
+    "bool_false": lambda: False,
+    "bool_list": lambda: [True, False],
+    "bytes": lambda: b"\xff\xfe" * 10,
+    "set": lambda: {1, 2},
+    "complex": lambda: complex(1, 2),
+    "object": object,
+    "decimal_huge": lambda: Decimal("1e999999"),
+    "fraction_huge": lambda: Fraction(10**400, 3),
+    "parens": lambda: "(" * 10_000 + ")" * 10_000,
+    "literal_type_error": lambda: "{[]: 1}",
+    "weeks_huge_int": lambda: {"weeks": 10**400, "days": 1},
+    "weeks_digit_str": lambda: {"weeks": "1" * 5000, "days": "1"},
+    "weeks_digit_list": lambda: ["1" * 5000, "2"],
+    "weeks_inf": lambda: [math.inf, 1],
+    "weeks_tuple_str": lambda: "(" + "9" * 5000 + ", 1)",
+    "date_digits": lambda: "1" * 5000 + "/01/2020",
+    "date_bad": lambda: "9999-99-99",
+    "nul": lambda: "5\x00",
+    "sql_text": lambda: "SELECT 5",
+}
+
+
+@cache
+def hostile(name: str) -> Any:
+    """The hostile value ``name`` (built once: some are large)."""
+    return HOSTILE[name]()
+
+
+def _task(dataset: str, i: int, truth: GroundTruth, **metadata: Any) -> Task:
+    return Task(id=f"{dataset}-hostile-{i}", dataset=dataset, category="hostile", split="test",
+                goal="What is the answer?", allowed_actions=ALL_ACTIONS[:4],
+                provenance=Provenance(source="synthetic test task"),
+                metadata=metadata).with_truth(truth)
+
+
+def _ehr(dataset: str, family: Any) -> list[tuple[Task, int, Any]]:
+    drugs = [("aspirin", 2.5), ("heparin", 1.0)]
+    if family.mode == "sequence":
+        truth = GroundTruth(kind="sequence", value=[[(7,)], drugs])
+        task = _task(dataset, 0, truth, questions=["How many?", "Which drugs?"])
+        return [(task, 0, [[7]]), (task, 1, [list(r) for r in drugs])]
+    return [
+        (_task(dataset, 0, GroundTruth(kind="sql_rows", value=[(7,)])), 0, [[7]]),
+        (_task(dataset, 1, GroundTruth(kind="sql_rows", value=drugs)), 0, [list(r) for r in drugs]),
+        (_task(dataset, 2, GroundTruth(kind="sql_rows", value=None), is_impossible=True), 0, None),
+    ]
+
+
+def _medcalc(dataset: str, family: Any) -> list[tuple[Task, int, Any]]:
+    return [
+        (_task(dataset, 0, GroundTruth(kind="numeric", value=7.0,
+                                       extra={"lower": 6.65, "upper": 7.35})), 0, 7.0),
+        (_task(dataset, 1, GroundTruth(kind="date", value="09/23/2014")), 0, "09/23/2014"),
+        (_task(dataset, 2, GroundTruth(kind="weeks_days", value=[14, 1])), 0, [14, 1]),
+    ]
+
+
+def _npower(dataset: str, family: Any) -> list[tuple[Task, int, Any]]:
+    return [
+        (_task(dataset, 0, GroundTruth(kind="sample_size", value=64)), 0, 64),
+        (_task(dataset, 1, GroundTruth(kind="power", value=0.8)), 0, 0.8),
+    ]
+
+
+BUILDERS = {"EhrSqlFamily": _ehr, "MedCalcFamily": _medcalc, "NPowerFamily": _npower}
+
+
+def synthetic_tasks(dataset: str) -> list[tuple[Task, int, Any]]:
+    """(task, stage, the gold answer as an agent would store it) for each kind of ground
+    truth the dataset's family grades; no data files needed."""
+    family = registry.get_family(dataset)
+    builder = BUILDERS.get(type(family).__name__)
+    assert builder is not None, (
+        f"{dataset}: family {type(family).__name__} has no synthetic tasks in "
+        "tests/graders/hostile.py; add its kinds of ground truth there")
+    return builder(dataset, family)
