@@ -126,7 +126,7 @@ class Grade(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     correct: bool
-    score: float
+    score: float = Field(ge=0.0, le=1.0, description="the reward: 0/1, or a metric in [0, 1]")
     reason: str = ""
     detail: str = ""
 

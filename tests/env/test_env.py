@@ -509,7 +509,7 @@ def test_a_crashing_grader_is_an_infrastructure_error_not_a_wrong_answer(mag_hom
     def broken(task, answer, *, stage=0):
         raise KeyError("bug in the grader")
 
-    monkeypatch.setattr(family, "grade", broken)
+    monkeypatch.setattr(family, "grade_value", broken)
     trajs = run_tasks("treqs", tasks, OracleAgent, env_kwargs={"database": "synthetic"})
     assert [t.error.source for t in trajs] == ["grader", "grader"]
     assert all(not t.success for t in trajs)

@@ -86,7 +86,7 @@ class FakeSandbox:
     async def close(self) -> None:
         pass
 
-    async def execute(self, code: str, *, timeout: float = 30.0) -> ExecResult:
+    async def execute(self, code: str, *, timeout: float = 30.0, **_: Any) -> ExecResult:
         return self.result
 
     async def run(self, argv: Any, *, timeout: float = 30.0) -> ExecResult:

@@ -20,6 +20,17 @@ LEGITIMATE_ON_REAL = {"bool_true", "bool_false", "bool_list", "nan", "nan_in_lis
 REAL_OPTIONS = {"npowerai": {"source": "synthetic", "train_size": 12, "test_size": 12}}
 
 
+def grade_via_contract(family, task, value, stage=0) -> Grade:
+    """The grader as the environment calls it: ``await family.grade(GradeContext)``."""
+    import asyncio
+
+    from medagentgym.tasks.contract import GradeContext, SandboxView
+
+    ctx = GradeContext(task=task, stage=stage, answer=value, has_answer=True, result=None,
+                       sandbox=SandboxView(None))
+    return asyncio.run(family.grade(ctx))
+
+
 def assert_graded_wrong(grade: Grade, seconds: float) -> None:
     assert isinstance(grade, Grade)
     assert grade.correct is False and grade.score == 0.0
@@ -40,7 +51,7 @@ def test_hostile_answer_is_graded_wrong(dataset, name):
     value = hostile(name)
     for task, stage, _ in synthetic_tasks(dataset):
         t0 = time.perf_counter()
-        grade = family.grade(task, value, stage=stage)
+        grade = grade_via_contract(family, task, value, stage)
         assert_graded_wrong(grade, time.perf_counter() - t0)
 
 
@@ -48,7 +59,7 @@ def test_hostile_answer_is_graded_wrong(dataset, name):
 def test_gold_answers_still_score_one(dataset):
     family = registry.get_family(dataset)
     for task, stage, gold in synthetic_tasks(dataset):
-        grade = family.grade(task, gold, stage=stage)
+        grade = grade_via_contract(family, task, gold, stage)
         assert grade.correct and grade.score == 1.0, (task.truth, grade)
 
 
@@ -89,8 +100,8 @@ def test_real_tasks_grade_hostile_answers_wrong(mag_home, mirror, dataset):
     picked = tasks[:4] + [t for t in tasks if t.metadata.get("is_impossible")][:1]
     for task in picked:
         for stage in range(len(family.stages(task))):
-            assert family.grade(task, _gold(task, stage), stage=stage).correct
+            assert grade_via_contract(family, task, _gold(task, stage), stage).correct
             for name in HOSTILE.keys() - LEGITIMATE_ON_REAL:
                 t0 = time.perf_counter()
-                grade = family.grade(task, hostile(name), stage=stage)
+                grade = grade_via_contract(family, task, hostile(name), stage)
                 assert_graded_wrong(grade, time.perf_counter() - t0)

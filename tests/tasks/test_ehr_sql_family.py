@@ -44,17 +44,17 @@ def test_gold_scores_one_and_empty_scores_zero(mag_home, dataset):
     for t in tasks:
         golds = t.truth.value if t.truth.kind == "sequence" else [t.truth.value]
         for stage, gold in enumerate(golds):
-            assert fam.grade(t, gold, stage=stage).correct, (t.id, stage)
+            assert fam.grade_value(t, gold, stage=stage).correct, (t.id, stage)
             if gold:  # answerable: abstaining is wrong
-                assert not fam.grade(t, None, stage=stage).correct, (t.id, stage)
-                assert not fam.grade(t, [], stage=stage).correct, (t.id, stage)
+                assert not fam.grade_value(t, None, stage=stage).correct, (t.id, stage)
+                assert not fam.grade_value(t, [], stage=stage).correct, (t.id, stage)
 
 
 def test_gold_number_and_its_plain_forms_are_correct(numeric_task):
     fam = get_family("mimic_iii")
     n = numeric_task.truth.value[0][0]
     for value in (numeric_task.truth.value, n, [n], str(n), float(n)):
-        assert fam.grade(numeric_task, value).correct, value
+        assert fam.grade_value(numeric_task, value).correct, value
 
 
 @pytest.mark.parametrize("cheat", [
@@ -67,7 +67,7 @@ def test_gold_number_and_its_plain_forms_are_correct(numeric_task):
 ])
 def test_known_cheats_score_zero(numeric_task, cheat):
     value = cheat(numeric_task.truth.value[0][0])
-    grade = get_family("mimic_iii").grade(numeric_task, value)
+    grade = get_family("mimic_iii").grade_value(numeric_task, value)
     assert not grade.correct and grade.score == 0.0
     assert str(numeric_task.truth.value) not in grade.reason  # the reason never quotes the gold
 
@@ -76,9 +76,9 @@ def test_unanswerable_questions_need_an_abstention(mimic):
     fam = get_family("mimic_iii")
     task = next(t for t in mimic if t.truth.value is None)
     assert task.metadata["is_impossible"]
-    assert fam.grade(task, None).correct
+    assert fam.grade_value(task, None).correct
     for value in ([[1]], 0, "unknown", list(range(1000))):
-        assert not fam.grade(task, value).correct, value
+        assert not fam.grade_value(task, value).correct, value
 
 
 def test_sequence_stages_are_graded_separately(mag_home):
@@ -87,8 +87,8 @@ def test_sequence_stages_are_graded_separately(mag_home):
                 if len({json.dumps(v) for v in t.truth.value}) == len(t.truth.value))
     golds = task.truth.value
     assert len(golds) == len(fam.stages(task)) > 1
-    assert fam.grade(task, golds[1], stage=1).correct
-    assert not fam.grade(task, golds[1], stage=0).correct
+    assert fam.grade_value(task, golds[1], stage=1).correct
+    assert not fam.grade_value(task, golds[1], stage=0).correct
 
 
 def test_tasks_serialise_without_their_ground_truth(mimic):

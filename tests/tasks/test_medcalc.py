@@ -92,18 +92,18 @@ def test_note_files_hold_only_the_note_and_truth_stays_host_only(test_tasks, dat
 
 def test_gold_answer_passes_on_every_test_row(family, test_tasks):
     failures = [t.id for t in test_tasks
-                if not family.grade(t, t.truth.extra["answer_text"]).correct]
+                if not family.grade_value(t, t.truth.extra["answer_text"]).correct]
     assert failures == []
 
 
 def test_constant_zero_passes_only_rows_whose_answer_is_zero(family, test_tasks):
-    passed = {t.id for t in test_tasks if family.grade(t, 0).correct}
+    passed = {t.id for t in test_tasks if family.grade_value(t, 0).correct}
     expected = {t.id for t in _numeric(test_tasks)
                 if t.truth.extra["lower"] <= 0 <= t.truth.extra["upper"]}
     assert passed == expected
     assert len(passed) == 35  # the published grader accepted 0 on 987 of 1,047 rows
     for constant in (1, 2, 5, 10, 100, -1):
-        passed = {t.id for t in test_tasks if family.grade(t, constant).correct}
+        passed = {t.id for t in test_tasks if family.grade_value(t, constant).correct}
         assert passed == {t.id for t in _numeric(test_tasks)
                           if t.truth.extra["lower"] <= constant <= t.truth.extra["upper"]}
         assert len(passed) < 0.1 * len(test_tasks)
@@ -113,23 +113,23 @@ def test_ten_times_off_fails_on_every_row(family, test_tasks):
     for t in test_tasks:
         if t.truth.kind == "numeric":
             if t.truth.value != 0:
-                assert not family.grade(t, t.truth.value * 10).correct, t.id
-                assert not family.grade(t, t.truth.value / 10).correct, t.id
+                assert not family.grade_value(t, t.truth.value * 10).correct, t.id
+                assert not family.grade_value(t, t.truth.value / 10).correct, t.id
         elif t.truth.kind == "date":
             gold = M.parse_date_answer(t.truth.value)
-            assert not family.grade(t, (gold + dt.timedelta(days=1)).strftime("%m/%d/%Y")).correct
+            assert not family.grade_value(t, (gold + dt.timedelta(days=1)).strftime("%m/%d/%Y")).correct
         else:
             weeks, days = t.truth.value
-            assert not family.grade(t, [weeks * 10 + 10, days]).correct
-            assert not family.grade(t, [weeks, days + 1]).correct
+            assert not family.grade_value(t, [weeks * 10 + 10, days]).correct
+            assert not family.grade_value(t, [weeks, days + 1]).correct
 
 
 def test_just_outside_the_limits_fails_on_every_row(family, test_tasks):
     for t in _numeric(test_tasks):
         lo, hi = t.truth.extra["lower"], t.truth.extra["upper"]
-        assert family.grade(t, lo).correct and family.grade(t, hi).correct  # inclusive
-        assert not family.grade(t, hi + 1e-6 * max(1.0, abs(hi))).correct, t.id
-        assert not family.grade(t, lo - 1e-6 * max(1.0, abs(lo))).correct, t.id
+        assert family.grade_value(t, lo).correct and family.grade_value(t, hi).correct  # inclusive
+        assert not family.grade_value(t, hi + 1e-6 * max(1.0, abs(hi))).correct, t.id
+        assert not family.grade_value(t, lo - 1e-6 * max(1.0, abs(lo))).correct, t.id
 
 
 def test_negative_answers_with_reversed_bounds():
@@ -175,8 +175,8 @@ def test_many_numbers_units_and_non_numbers_fail(family, test_tasks):
     gold = t.truth.value
     for cheat in ([gold * 0.9, gold, gold * 1.1], list(range(1000)), {"a": gold, "b": 0},
                   f"{gold} mL/min", f"about {gold}", True, None, float("nan"), ""):
-        assert not family.grade(t, cheat).correct, cheat
-    assert family.grade(t, [gold]).correct and family.grade(t, str(gold)).correct
+        assert not family.grade_value(t, cheat).correct, cheat
+    assert family.grade_value(t, [gold]).correct and family.grade_value(t, str(gold)).correct
 
 
 def test_published_or_grader_would_pass_constants(test_tasks):
@@ -202,7 +202,7 @@ def test_test_oracles_pass_in_process(family, test_tasks):
     computed = [t for t in test_tasks if t.truth.extra["oracle"] == "computed"]
     assert len(computed) >= 640
     for t in test_tasks:
-        assert family.grade(t, _run_oracle(family.oracle_code(t))).correct, t.id
+        assert family.grade_value(t, _run_oracle(family.oracle_code(t))).correct, t.id
 
 
 def test_relabelled_answer_key(data_home, test_tasks):
@@ -214,8 +214,8 @@ def test_relabelled_answer_key(data_home, test_tasks):
     assert 800 <= len(tasks) < 887
     assert {t.id for t in tasks} <= {t.id for t in test_tasks}
     for t in tasks:
-        assert fam.grade(t, t.truth.extra["answer_text"]).correct
-        assert fam.grade(t, _run_oracle(fam.oracle_code(t))).correct
+        assert fam.grade_value(t, t.truth.extra["answer_text"]).correct
+        assert fam.grade_value(t, _run_oracle(fam.oracle_code(t))).correct
     changed = [t for t in tasks if t.truth.extra["answer_text"]
                != next(o for o in test_tasks if o.id == t.id).truth.extra["answer_text"]]
     assert changed  # a different key, not a copy
@@ -251,7 +251,7 @@ def test_train_split_covers_trusted_calculators(train_tasks, family):
 def test_train_oracles_and_golds(family, train_tasks):
     for t in train_tasks:
         value = _run_oracle(family.oracle_code(t))
-        assert family.grade(t, value).correct, t.id
+        assert family.grade_value(t, value).correct, t.id
 
 
 def test_synthetic_notes_vary_units_and_carry_distractors(train_tasks):
@@ -294,7 +294,7 @@ def test_right_number_in_the_wrong_unit_fails(family, train_tasks):
     for t in train_tasks:
         convert = wrong_units.get(t.category)
         if convert is not None:
-            assert not family.grade(t, convert(t.truth.value)).correct, t.id
+            assert not family.grade_value(t, convert(t.truth.value)).correct, t.id
             checked += 1
     assert checked == len(wrong_units) * family.train_per_calculator
 

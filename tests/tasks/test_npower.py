@@ -154,29 +154,29 @@ def test_family_tasks(tasks, family):
 def test_gold_passes_and_cheats_fail(tasks, family):
     for t in tasks:
         gold = t.truth.value
-        assert family.grade(t, gold).correct
-        assert family.grade(t, [gold]).correct
-        assert not family.grade(t, None).correct
-        assert not family.grade(t, True).correct
-        assert not family.grade(t, [gold, gold + 1, gold - 1]).correct  # many numbers
-        assert not family.grade(t, list(range(2000))).correct
-        assert not family.grade(t, f"n = {gold}").correct
+        assert family.grade_value(t, gold).correct
+        assert family.grade_value(t, [gold]).correct
+        assert not family.grade_value(t, None).correct
+        assert not family.grade_value(t, True).correct
+        assert not family.grade_value(t, [gold, gold + 1, gold - 1]).correct  # many numbers
+        assert not family.grade_value(t, list(range(2000))).correct
+        assert not family.grade_value(t, f"n = {gold}").correct
         if t.truth.kind == "sample_size":
-            assert family.grade(t, float(gold)).correct and family.grade(t, str(gold)).correct
+            assert family.grade_value(t, float(gold)).correct and family.grade_value(t, str(gold)).correct
             for wrong in (gold - 1, gold + 1, gold + 0.5, gold - 0.5, 0, 2 * gold):
-                assert not family.grade(t, wrong).correct, (t.id, wrong)
+                assert not family.grade_value(t, wrong).correct, (t.id, wrong)
         else:
-            assert family.grade(t, gold + 0.0099).correct
-            assert family.grade(t, gold - 0.0099).correct
-            assert not family.grade(t, gold + 0.0101).correct
-            assert not family.grade(t, gold - 0.0101).correct
-            assert not family.grade(t, gold * 100).correct  # a percentage, not a probability
-            assert not family.grade(t, gold * 1.1 + 0.011).correct  # 10% off
+            assert family.grade_value(t, gold + 0.0099).correct
+            assert family.grade_value(t, gold - 0.0099).correct
+            assert not family.grade_value(t, gold + 0.0101).correct
+            assert not family.grade_value(t, gold - 0.0101).correct
+            assert not family.grade_value(t, gold * 100).correct  # a percentage, not a probability
+            assert not family.grade_value(t, gold * 1.1 + 0.011).correct  # 10% off
 
 
 def test_constant_answers_rarely_pass(tasks, family):
     for constant in (0, 1, 0.8, 0.9, 100, 64):
-        passed = sum(family.grade(t, constant).correct for t in tasks)
+        passed = sum(family.grade_value(t, constant).correct for t in tasks)
         assert passed <= 0.1 * len(tasks), (constant, passed)
 
 
@@ -186,7 +186,7 @@ def test_per_group_versus_total_is_the_wrong_unit(tasks, family):
                                     "Cox proportional-hazards model")]
     assert per_group
     for t in per_group:
-        assert not family.grade(t, 2 * t.truth.value).correct
+        assert not family.grade_value(t, 2 * t.truth.value).correct
 
 
 # --------------------------------------------------------------------------- official format

@@ -58,8 +58,8 @@ def test_official_tasks_use_stored_answers_and_solve(release):
     for task in test:
         stored = by_q[task.goal]["answer"]
         assert task.truth.value == stored
-        assert fam.grade(task, stored).correct
-        assert not fam.grade(task, [[10**6]]).correct
+        assert fam.grade_value(task, stored).correct
+        assert not fam.grade_value(task, [[10**6]]).correct
         assert "official" in task.provenance.source.lower()
 
     from medagentgym.agents.oracle import OracleAgent

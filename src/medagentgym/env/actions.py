@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from itertools import islice
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from medagentgym.errors import AgentError
 from medagentgym.graders.bounds import bound_answer, short_repr
@@ -134,8 +135,16 @@ def _plain_json(raw: Any) -> Any:
     return raw
 
 
-def parse_action(raw: str | dict[str, Any]) -> Any:
-    """The typed action, or :class:`AgentError` with a message for the agent."""
+class CustomAction(BaseModel):
+    """An action a task family adds (``TaskFamily.actions()``): its name and its params."""
+
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def parse_action(raw: str | dict[str, Any], extra: Collection[str] = ()) -> Any:
+    """The typed action, or :class:`AgentError` with a message for the agent. Names in
+    ``extra`` (a family's own actions) parse to :class:`CustomAction`."""
     obj = _extract_json(raw) if isinstance(raw, str) else _plain_json(raw)
     if not isinstance(obj, dict):
         raise AgentError(f"The action must be a JSON object, got {type(obj).__name__}. {FORMAT_HINT}")
@@ -145,6 +154,8 @@ def parse_action(raw: str | dict[str, Any]) -> Any:
     params = obj.get("params", {k: v for k, v in obj.items() if k != "action"})
     if not isinstance(params, dict):
         raise AgentError(f'"params" must be a JSON object. {FORMAT_HINT}')
+    if name in extra:
+        return CustomAction(action=name, params=params)
     try:
         return _ADAPTER.validate_python({"action": name, **params})
     except ValidationError as exc:
@@ -153,7 +164,8 @@ def parse_action(raw: str | dict[str, Any]) -> Any:
             loc = ".".join(str(p) for p in err["loc"][1:]) or "action"
             problems.append(f"{loc}: {err['msg']}")
         if any(e["type"] == "union_tag_invalid" for e in exc.errors()):
-            return_msg = (f"Unknown action {short_repr(name, 80)}. Valid actions: request_info, "
-                          f"validate_code, debug, terminal, submit.")
+            valid = ", ".join(["request_info", "validate_code", "debug", "terminal", "submit",
+                               *extra])
+            return_msg = f"Unknown action {short_repr(name, 80)}. Valid actions: {valid}."
             raise AgentError(f"{return_msg} {FORMAT_HINT}") from None
         raise AgentError(f"Invalid parameters for {name!r}: {'; '.join(problems)}.") from None

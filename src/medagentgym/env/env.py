@@ -29,11 +29,12 @@ from typing import Any
 import gymnasium as gym
 from gymnasium import spaces
 
-from medagentgym.env.actions import parse_action
+from medagentgym.env.actions import CustomAction, parse_action
 from medagentgym.env.prompts import system_prompt
 from medagentgym.errors import AgentError, ConfigurationError, GraderError
 from medagentgym.sandbox import create_sandbox
 from medagentgym.sandbox.base import ExecResult, WorkerSandbox
+from medagentgym.tasks.contract import Episode, GradeContext, SandboxView, Service
 from medagentgym.tasks.registry import get_family, get_spec
 from medagentgym.types import Grade, StepRecord, Task
 
@@ -91,8 +92,15 @@ class AsyncMedAgentEnv:
         self.stage = 0
         self.stage_goals: list[str] = []
         self.stage_solved: list[bool] = []
+        self.stage_best: list[float] = []
         self.done = True
         self.history: list[StepRecord] = []
+        self._services: dict[str, Service] | None = None
+        self._episode: Episode | None = None
+        self._extra_actions = self.family.actions()
+        self._handlers = {"request_info": self._request_info, "validate_code": self._validate_code,
+                          "submit": self._submit, "debug": self._debug,
+                          "terminal": self._terminal}
 
     # -- tasks --------------------------------------------------------------------------
     @property
@@ -114,7 +122,8 @@ class AsyncMedAgentEnv:
     @property
     def allowed_actions(self) -> tuple[str, ...]:
         assert self.task is not None
-        actions = tuple(a for a in self.task.allowed_actions if a != "submit")
+        actions: tuple[str, ...] = tuple(a for a in self.task.allowed_actions if a != "submit")
+        actions += tuple(a for a in self._extra_actions if a not in actions)
         if self.protocol == "submit":
             actions += ("submit",)
         return actions
@@ -123,16 +132,26 @@ class AsyncMedAgentEnv:
     async def areset(self, task: Task) -> tuple[str, dict[str, Any]]:
         if not task.has_truth:
             raise ConfigurationError(f"task {task.id} was loaded without its ground truth")
+        await self._end_episode()
         self.task = task
         self.turn = 0
         self.stage = 0
         self.stage_goals = self.family.stages(task)
         self.stage_solved = [False] * len(self.stage_goals)
+        self.stage_best = [0.0] * len(self.stage_goals)
         self.done = False
         self.history = []
         await self._prepare_sandbox(task)
+        services = self._services or {}
+        for svc in services.values():
+            await svc.reset()
+        assert self._sandbox is not None
+        self._episode = Episode(task=task, sandbox=self._sandbox, services=services)
+        await self.family.setup(self._episode)
+        described = {name: _describe(name, handler)
+                     for name, handler in self._extra_actions.items()}
         self.system_prompt = system_prompt(self.family.instructions(task), self.allowed_actions,
-                                           self.protocol, self.max_turns)
+                                           self.protocol, self.max_turns, described)
         obs = self._goal_text(0)
         return obs, self._info(system_prompt=self.system_prompt)
 
@@ -142,14 +161,37 @@ class AsyncMedAgentEnv:
             return f"Question {stage + 1} of {len(self.stage_goals)}: {goal}"
         return goal
 
+    async def _end_episode(self) -> None:
+        """The family's teardown for the episode that ran last, once."""
+        episode, self._episode = self._episode, None
+        if episode is not None:
+            await self.family.teardown(episode)
+
+    async def _start_services(self) -> dict[int, Any]:
+        """The family's services, made and started once per env: port -> unix socket."""
+        if self._services is None:
+            services = self.family.make_services()
+            ports: dict[int, str] = {}
+            for name, svc in services.items():
+                if svc.port in ports:
+                    raise ConfigurationError(f"{self.spec.name}: services {ports[svc.port]!r} "
+                                             f"and {name!r} both want port {svc.port}")
+                ports[svc.port] = name
+            self._services = {}
+            for name, svc in services.items():
+                await svc.start()
+                self._services[name] = svc
+        return {svc.port: svc.socket_path for svc in self._services.values()}
+
     async def _prepare_sandbox(self, task: Task) -> None:
         inputs = dict(task.inputs)
         if self._sandbox is not None and inputs != self._sandbox_inputs:
             await self._sandbox.close()
             self._sandbox = None
         if self._sandbox is None:
+            services = await self._start_services()
             self._sandbox = create_sandbox(self.sandbox_provider, inputs,
-                                           preload=self.family.preload)
+                                           preload=self.family.preload, services=services)
             self._sandbox_inputs = inputs
             await self._sandbox.start()
         else:
@@ -166,7 +208,7 @@ class AsyncMedAgentEnv:
         grade: Grade | None = None
         exec_status: str | None = None
         try:
-            parsed = parse_action(action)
+            parsed = parse_action(action, self._extra_actions)
             record["action"] = parsed.model_dump()
             if parsed.action not in self.allowed_actions:
                 raise AgentError(f"Action {parsed.action!r} is not available for this task. "
@@ -177,9 +219,14 @@ class AsyncMedAgentEnv:
             record["parse_error"] = str(exc)
         terminated = False
         submitted = record.get("action", {}).get("action") == "submit"
+        if grade is not None:
+            # the reward is the gain in the stage's best score: an episode's rewards add up to
+            # the mean over stages of the best score reached (1 per solved binary stage)
+            best = max(self.stage_best[self.stage], grade.score)
+            reward = (best - self.stage_best[self.stage]) / len(self.stage_goals)
+            self.stage_best[self.stage] = best
         if grade is not None and grade.correct:
             self.stage_solved[self.stage] = True
-            reward = 1.0 / len(self.stage_goals)
         if grade is not None and (grade.correct or submitted):
             # paper protocol: a stage ends when solved; submit protocol: when submitted
             if self.stage + 1 < len(self.stage_goals):
@@ -215,68 +262,106 @@ class AsyncMedAgentEnv:
 
     # -- actions ------------------------------------------------------------------------
     async def _dispatch(self, act: Any) -> tuple[str, Grade | None, str | None]:
-        name = act.action
-        if name == "request_info":
-            index = self.family.info_index(self.task)
-            if index is None:
-                return "request_info is not supported for this dataset.", None, None
-            return index.answer(act.info_type, act.data_path, act.keyterm), None, None
-        if name == "validate_code":
-            result = await self._execute(act.code)
-            grade = None
-            text = result.feedback(FEEDBACK_CHARS) or "(no output)"
-            if self.protocol == "paper" and result.has_answer:
-                grade = self._grade(result.answer)
-                if self.show_verdict and not grade.correct:
-                    text += f"\n\n[answer checked: not correct — {grade.reason}]"
-            elif result.answer_error:
-                text += f"\n\n[answer could not be read: {result.answer_error}]"
-            elif result.status == "ok" and not result.has_answer:
-                text += "\n\n[no `answer` variable was set]"
-            return text, grade, result.status
-        if name == "submit":
-            if act.code is not None:
-                result = await self._execute(act.code)
-                if not result.has_answer:
-                    text = result.feedback(FEEDBACK_CHARS)
-                    return (text + "\n\n[submitted code set no `answer`]",
-                            Grade(correct=False, score=0.0, reason="no answer"), result.status)
-                value, status, text = result.answer, result.status, result.feedback(FEEDBACK_CHARS)
-            else:
-                value, status, text = act.answer, None, ""
-            grade = self._grade(value)
-            return (text + "\n\nAnswer submitted.").strip(), grade, status
-        if name == "debug":
-            if self.debugger is None:
-                return ("debug is not configured in this environment (no debugger model); "
-                        "read the error message and fix the code yourself."), None, None
-            text = self.debugger(act.code, act.error_msg)
-            if inspect.isawaitable(text):  # an async debugger (e.g. an LLM behind an endpoint)
-                text = await text
-            return text, None, None
-        if name == "terminal":
-            assert self._sandbox is not None
-            r = await self._sandbox.run(["/bin/sh", "-c", act.cmd], timeout=self.terminal_timeout)
-            return _terminal_text(r), None, r.status
-        raise AgentError(f"unsupported action {name!r}")
+        if isinstance(act, CustomAction):
+            assert self._episode is not None
+            text, grade = await self._extra_actions[act.action](self._episode, act.params)
+            return text, grade, None
+        handler = self._handlers.get(act.action)
+        if handler is None:
+            raise AgentError(f"unsupported action {act.action!r}")
+        return await handler(act)
 
-    def _grade(self, value: Any) -> Grade:
-        """The verdict on an agent's value. Graders never raise on agent input (a bad value is
+    async def _request_info(self, act: Any) -> tuple[str, Grade | None, str | None]:
+        index = self.family.info_index(self.task)
+        if index is None:
+            return "request_info is not supported for this dataset.", None, None
+        return index.answer(act.info_type, act.data_path, act.keyterm), None, None
+
+    async def _validate_code(self, act: Any) -> tuple[str, Grade | None, str | None]:
+        grading = self.protocol == "paper"
+        result = await self._execute(act.code, probes=grading)
+        grade = None
+        text = result.feedback(FEEDBACK_CHARS) or "(no output)"
+        if grading and (result.has_answer or not self.family.needs_answer):
+            grade = await self._grade(result=result)
+            if self.show_verdict and not grade.correct:
+                text += f"\n\n[answer checked: not correct — {grade.reason}]"
+        elif result.answer_error:
+            text += f"\n\n[answer could not be read: {result.answer_error}]"
+        elif result.status == "ok" and not result.has_answer:
+            text += "\n\n[no `answer` variable was set]"
+        return text, grade, result.status
+
+    async def _submit(self, act: Any) -> tuple[str, Grade | None, str | None]:
+        if act.code is not None:
+            result = await self._execute(act.code, probes=True)
+            text = result.feedback(FEEDBACK_CHARS)
+            if not result.has_answer and self.family.needs_answer:
+                return (text + "\n\n[submitted code set no `answer`]",
+                        Grade(correct=False, score=0.0, reason="no answer"), result.status)
+            grade = await self._grade(result=result, submitted=True)
+            status: str | None = result.status
+        else:
+            text, status = "", None
+            grade = await self._grade(answer=act.answer, has_answer=True, submitted=True)
+        return (text + "\n\nAnswer submitted.").strip(), grade, status
+
+    async def _debug(self, act: Any) -> tuple[str, Grade | None, str | None]:
+        if self.debugger is None:
+            return ("debug is not configured in this environment (no debugger model); "
+                    "read the error message and fix the code yourself."), None, None
+        text = self.debugger(act.code, act.error_msg)
+        if inspect.isawaitable(text):  # an async debugger (e.g. an LLM behind an endpoint)
+            text = await text
+        return text, None, None
+
+    async def _terminal(self, act: Any) -> tuple[str, Grade | None, str | None]:
+        assert self._sandbox is not None
+        r = await self._sandbox.run(["/bin/sh", "-c", act.cmd], timeout=self.terminal_timeout)
+        return _terminal_text(r), None, r.status
+
+    async def _grade(self, *, result: ExecResult | None = None, answer: Any = None,
+                     has_answer: bool = False, submitted: bool = False) -> Grade:
+        """The verdict on what the agent did. Graders never raise on agent input (a bad value is
         graded wrong), so an exception here is a grader bug on our side: a GraderError."""
+        assert self.task is not None
+        if result is not None:
+            answer, has_answer = result.answer, result.has_answer
+        ctx = GradeContext(task=self.task, stage=self.stage, answer=answer,
+                           has_answer=has_answer, result=result,
+                           sandbox=SandboxView(self._sandbox), services=self._services or {},
+                           history=tuple(self.history), protocol=self.protocol,
+                           submitted=submitted)
         try:
-            return self.family.grade(self.task, value, stage=self.stage)
+            grade = await self.family.grade(ctx)
         except Exception as exc:
             raise GraderError(f"{self.spec.name} grader failed on task {self.task.id}: "
                               f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(grade, Grade):
+            raise GraderError(f"{self.spec.name} grader returned {type(grade).__name__}, not a Grade")
+        return grade
 
-    async def _execute(self, code: str) -> ExecResult:
-        assert self._sandbox is not None
-        return await self._sandbox.execute(code, timeout=self.code_timeout)
+    async def _execute(self, code: str, *, probes: bool = False) -> ExecResult:
+        assert self._sandbox is not None and self.task is not None
+        exprs = self.family.probes(self.task, self.stage) if probes else None
+        return await self._sandbox.execute(code, timeout=self.code_timeout, probes=exprs)
 
     async def aclose(self) -> None:
-        if self._sandbox is not None:
-            await self._sandbox.close()
-            self._sandbox = None
+        try:
+            await self._end_episode()
+        finally:
+            if self._sandbox is not None:
+                await self._sandbox.close()
+                self._sandbox = None
+            services, self._services = self._services or {}, None
+            for svc in services.values():
+                await svc.stop()
+
+
+def _describe(name: str, handler: Any) -> str:
+    """A family action's entry in the system prompt: its handler's docstring."""
+    doc = inspect.getdoc(handler) or "(no description)"
+    return f"- {name}: {doc}"
 
 
 def _terminal_text(r: ExecResult) -> str:

@@ -232,7 +232,7 @@ class EhrSqlFamily(TaskFamily):
         return list(task.metadata.get("questions") or [task.goal])
 
     # -- grading --------------------------------------------------------------------------
-    def grade(self, task: Task, answer: Any, *, stage: int = 0) -> Grade:
+    def grade_value(self, task: Task, answer: Any, *, stage: int = 0) -> Grade:
         from medagentgym.graders import sql_result_match
 
         truth = task.truth

@@ -249,7 +249,7 @@ class NPowerFamily(TaskFamily):
         )
 
     # -- grading ----------------------------------------------------------------------
-    def grade(self, task: Task, answer: Any, *, stage: int = 0) -> Grade:
+    def grade_value(self, task: Task, answer: Any, *, stage: int = 0) -> Grade:
         return grade_answer(task.truth, answer)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 _HERE = Path(__file__).parent
@@ -28,8 +28,13 @@ def template(name: str) -> str:
     return _read(name, os.environ.get("MEDAGENTGYM_PROMPTS"))
 
 
-def system_prompt(instructions: str, actions: Sequence[str], protocol: str, max_turns: int) -> str:
-    action_text = "\n".join(template(f"action_{a}.md").format().rstrip() for a in actions)
+def system_prompt(instructions: str, actions: Sequence[str], protocol: str, max_turns: int,
+                  described: Mapping[str, str] | None = None) -> str:
+    """``described``: the text of actions a family adds (name -> description)."""
+    described = described or {}
+    action_text = "\n".join(
+        described[a].rstrip() if a in described else template(f"action_{a}.md").format().rstrip()
+        for a in actions)
     return template("system.md").format(
         instructions=instructions.strip(),
         actions=action_text,
