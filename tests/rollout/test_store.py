@@ -107,7 +107,7 @@ def test_unencodable_text_and_values_are_sanitised_not_fatal(tmp_path):
     t = traj("a")
     t.steps = [StepRecord(turn=1, raw_action=bad, action={"action": "submit", "answer": [bad]},
                           observation=f"out {bad}", model_output=bad, reward=float("nan"),
-                          grade=Grade(correct=False, score=float("nan"), reason=bad,
+                          grade=Grade.model_construct(correct=False, score=float("nan"), reason=bad,
                                       detail=bad))]
     t.error = EpisodeError(source="agent", type="RuntimeError", message=f"boom {bad}")
     t.messages = [{"role": "assistant", "content": bad}]

@@ -248,7 +248,7 @@ def test_infrastructure_failure_is_503_and_env_recovers(client, server, gold):
         core = server.registry.envs[env.env_id].core
         old_pid = sandbox_pid(server, env.env_id)
 
-        def broken(value, *a, **k):
+        async def broken(*a, **k):
             raise GraderError("grader exploded")
 
         core._grade = broken
