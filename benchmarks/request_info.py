@@ -4,7 +4,7 @@ Builds (once, cached at ``--db``) a SQLite database of 17 MIMIC-III-like tables 
 9.1 million cells of realistic-looking random values (ids, codes, timestamps, measurements,
 drug names, titles), then measures in separate processes (so peak memory is per method):
 
-* ``index``: build time and memory of :class:`medagentgym.env.info.InfoIndex`, save/load of
+* ``index``: build time and memory of :class:`medagentgym.data.info.InfoIndex`, save/load of
   its ``.npz`` file, and ``term`` latency over ~50 queries (exact and fuzzy, text, codes,
   numbers, timestamps, misses);
 * ``naive``: what the published code does per call — read every table and compare the term
@@ -318,7 +318,7 @@ def _pct(values: list[float], q: float) -> float:
 def phase_index(db: Path, queries: list[dict]) -> dict:
     import pandas  # noqa: F401  (imported by the build; keep it out of the index's memory)
 
-    from medagentgym.env.info import InfoIndex
+    from medagentgym.data.info import InfoIndex
 
     gc.collect()
     before = _rss_mb()

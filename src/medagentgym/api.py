@@ -13,8 +13,9 @@ def make(dataset: str, split: str = "test", **kwargs: Any) -> Any:
     """A :class:`medagentgym.env.MedAgentEnv` for ``dataset``/``split``.
 
     Keyword arguments: ``protocol`` ("paper" | "submit"), ``max_turns`` (15), ``sandbox``
-    (provider), ``debugger``, ``tasks`` (a subset), ``code_timeout``, and family options such
-    as ``database`` ("auto" | "synthetic" | "imported") or ``patients``.
+    (provider), ``debugger``, ``tasks`` (a subset), ``code_timeout``, and the dataset's
+    family options (its typed ``Options``), e.g. ``database`` ("auto" | "synthetic" |
+    "imported" | "official") or ``patients`` for the datasets that run on a database.
     """
     from medagentgym.env.env import MedAgentEnv
 

@@ -8,8 +8,11 @@ the sandbox).
 
 from __future__ import annotations
 
+import datetime as _dt
+import math
 import time
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -31,14 +34,131 @@ class Provenance(BaseModel):
     original_id: str | None = None
 
 
-class GroundTruth(BaseModel):
-    """The verifiable answer of a task. Host-side only."""
+#: How a task is graded: one kind per grader (``docs/architecture.md`` has the table).
+#: ``sql_rows`` / ``sequence``: rows of the gold SQL, a multiset (``graders.sql_result_match``;
+#: ``sequence`` holds one result per stage); ``numeric``: a number graded within
+#: ``extra["lower"]`` .. ``extra["upper"]`` (``graders.numeric_match``); ``date``: a calendar
+#: date; ``weeks_days``: ``[weeks, days]``; ``sample_size``: an exact whole number; ``power``:
+#: a probability within a tolerance; ``probe_values``, ``workspace_file``, ``service_state``:
+#: graded by the family's ``grade(ctx)`` from probe values, a file the agent wrote, or a
+#: service's state (``value``: the family's hidden expectations, JSON, or None).
+TruthKind = Literal["sql_rows", "sequence", "numeric", "date", "weeks_days", "sample_size",
+                    "power", "probe_values", "workspace_file", "service_state"]
+TRUTH_KINDS: tuple[str, ...] = get_args(TruthKind)
 
-    kind: str = Field(description="how to grade: 'sql_rows', 'sequence', 'numeric', ...")
+_SCALAR = (str, int, float, bool)
+_DATE_FORMATS = ("%m/%d/%Y", "%Y-%m-%d")
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, _SCALAR)
+
+
+def _is_row(v: Any) -> bool:
+    if isinstance(v, list | tuple):
+        return all(_is_scalar(x) for x in v)
+    if isinstance(v, dict):
+        return all(_is_scalar(x) for x in v.values())
+    return _is_scalar(v)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_rows(value: Any, extra: dict[str, Any]) -> str | None:
+    if value is None or _is_scalar(value) or (isinstance(value, dict) and _is_row(value)):
+        return None
+    if isinstance(value, list | tuple) and all(_is_row(r) for r in value):
+        return None
+    return "value must be None, a scalar or a list of rows of scalars"
+
+
+def _check_sequence(value: Any, extra: dict[str, Any]) -> str | None:
+    if not isinstance(value, list | tuple) or not value:
+        return "value must be a non-empty list (one result per stage)"
+    for i, stage in enumerate(value):
+        problem = _check_rows(stage, extra)
+        if problem is not None:
+            return f"stage {i}: {problem}"
+    return None
+
+
+def _check_numeric(value: Any, extra: dict[str, Any]) -> str | None:
+    if not _is_number(value):
+        return "value must be a finite number"
+    if not (_is_number(extra.get("lower")) and _is_number(extra.get("upper"))):
+        return "extra must give the finite limits 'lower' and 'upper'"
+    return None
+
+
+def _check_date(value: Any, extra: dict[str, Any]) -> str | None:
+    if isinstance(value, str) and len(value) <= 40:
+        for fmt in _DATE_FORMATS:
+            try:
+                _dt.datetime.strptime(value.strip(), fmt)
+                return None
+            except ValueError:
+                continue
+    return "value must be a date written MM/DD/YYYY or YYYY-MM-DD"
+
+
+def _check_weeks_days(value: Any, extra: dict[str, Any]) -> str | None:
+    if (isinstance(value, list | tuple) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+        return None
+    return "value must be [weeks, days], two whole numbers >= 0"
+
+
+def _check_sample_size(value: Any, extra: dict[str, Any]) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return None
+    return "value must be a whole number >= 1"
+
+
+def _check_power(value: Any, extra: dict[str, Any]) -> str | None:
+    if _is_number(value) and 0.0 <= value <= 1.0:
+        return None
+    return "value must be a probability in [0, 1]"
+
+
+def _check_expectations(value: Any, extra: dict[str, Any]) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None
+    return "value must be None, or the hidden expectations as a JSON object or list"
+
+
+_TRUTH_CHECKS: dict[str, Callable[[Any, dict[str, Any]], str | None]] = {
+    "sql_rows": _check_rows, "sequence": _check_sequence, "numeric": _check_numeric,
+    "date": _check_date, "weeks_days": _check_weeks_days, "sample_size": _check_sample_size,
+    "power": _check_power, "probe_values": _check_expectations,
+    "workspace_file": _check_expectations, "service_state": _check_expectations,
+}
+assert set(_TRUTH_CHECKS) == set(TRUTH_KINDS)
+
+
+class GroundTruth(BaseModel):
+    """The verifiable answer of a task. Host-side only.
+
+    ``kind`` is one of :data:`TRUTH_KINDS`; ``value`` (and the ``extra`` fields a kind's
+    grader reads) are checked for that kind when the model is built or loaded, so a grader
+    never meets a gold value of the wrong shape."""
+
+    kind: TruthKind = Field(description="how to grade: one kind per grader (TRUTH_KINDS)")
     value: Any = None
     solution: str | list[str] | None = Field(
         None, description="reference code (the oracle runs it); one per stage for sequences")
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _value_fits_kind(self) -> GroundTruth:
+        problem = _TRUTH_CHECKS[self.kind](self.value, self.extra)
+        if problem is not None:
+            raise ValueError(f"{self.kind} ground truth: {problem}")
+        if (self.kind == "sequence" and isinstance(self.solution, list)
+                and len(self.solution) != len(self.value)):
+            raise ValueError("sequence ground truth: one solution per stage")
+        return self
 
 
 class Task(BaseModel):

@@ -17,7 +17,8 @@ DATASETS = registry.list_datasets()
 # real golds include 1/0 (yes/no questions) and empty results: a boolean equals 1/0 and NaN is
 # null by design, so these are left out on real tasks (the synthetic golds avoid 0, 1 and empty)
 LEGITIMATE_ON_REAL = {"bool_true", "bool_false", "bool_list", "nan", "nan_in_list"}
-REAL_OPTIONS = {"npowerai": {"source": "synthetic", "train_size": 12, "test_size": 12}}
+REAL_OPTIONS = {"npowerai": {"source": "synthetic", "train_size": 12, "test_size": 12},
+                "medcalcbench": {}}  # no database: takes no `database` option
 
 
 def grade_via_contract(family, task, value, stage=0) -> Grade:

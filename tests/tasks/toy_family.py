@@ -90,7 +90,9 @@ class ToyFamily(TaskFamily):
             task = Task(id=f"toy-{kind}", dataset=self.name, category=kind, split=split,
                         goal=goal, provenance=prov,
                         allowed_actions=("validate_code", "debug", "terminal"))
-            out.append(task.with_truth(GroundTruth(kind=f"toy_{kind}", solution=solution)))
+            truth_kind = {"probe": "probe_values", "file": "workspace_file",
+                          "service": "service_state"}[kind]
+            out.append(task.with_truth(GroundTruth(kind=truth_kind, solution=solution)))
         return out
 
     def instructions(self, task: Task) -> str:

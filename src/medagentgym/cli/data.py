@@ -30,7 +30,6 @@ import_app = typer.Typer(
 app.add_typer(import_app, name="import")
 
 _HOME_HELP = "data home (default: $MEDAGENTGYM_HOME or ~/.cache/medagentgym)"
-_ALL_DBS = ("mimic_iii", "eicu", "treqs")
 
 
 def _home_option() -> Any:
@@ -196,7 +195,7 @@ def build_synthetic(
     patients: int = typer.Option(100, "--patients", min=1, help="patients per database"),
     seed: int = typer.Option(0, "--seed", help="generator seed"),
     db: str = typer.Option(
-        ",".join(_ALL_DBS), "--db", help="comma-separated: mimic_iii, eicu, treqs (or all)"
+        "all", "--db", help="comma-separated database ids (see `medagentgym data list`), or all"
     ),
     force: bool = typer.Option(False, "--force", help="rebuild even when already built"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
@@ -207,20 +206,21 @@ def build_synthetic(
     from medagentgym.data import home as _home
     from medagentgym.errors import ConfigurationError
 
+    buildable = [d for d in databases.db_ids() if databases.get_database(d).synthetic]
     wanted = [d.strip().lower().replace("-", "_") for d in db.split(",") if d.strip()]
     if wanted == ["all"]:
-        wanted = list(databases.DB_IDS)
-    unknown = [d for d in wanted if d not in databases.DB_IDS]
+        wanted = buildable
+    unknown = [d for d in wanted if d not in buildable]
     if unknown or not wanted:
         raise ConfigurationError(
             f"unknown database {', '.join(unknown) or '(none)'} for --db; "
-            f"choose from {', '.join(databases.DB_IDS)}"
+            f"choose from {', '.join(buildable)}"
         )
     results = []
     with _progress("files") as progress:
         for i, db_id in enumerate(dict.fromkeys(wanted)):
             progress(f"{db_id} ({patients} patients)", i, len(wanted))
-            target = _home.db_path(databases.synthetic_name(db_id, patients, seed), home)
+            target = _home.db_path(databases.get_database(db_id).synthetic_name(patients, seed), home)
             present = (
                 not force
                 and _home.is_finished(target)
@@ -270,71 +270,105 @@ def build_treqs(
     home: Path | None = _home_option(),
 ) -> None:
     """Build the TREQS (MIMICSQL) database from MIMIC-III."""
+    from medagentgym.data import databases
     from medagentgym.data import home as _home
     from medagentgym.data.importers import build_treqs_from_mimic
 
+    treqs = databases.get_database("treqs")  # this command is the TREQS database's builder
+    assert treqs.derived_from is not None
+    parent = databases.get_database(treqs.derived_from)
     if from_dir is not None:
-        src = _existing_dir(from_dir, "a directory of PhysioNet MIMIC-III CSV files")
+        src = _existing_dir(from_dir, parent.import_from)
     else:
-        src = _home.require_db("mimic_iii", home)
-    out = _home.db_path("treqs", home)
+        src = _home.require_db(parent.id, home)
+    out = treqs.imported_path(home)
     with _failures(), _progress("bytes") as progress:
         report = build_treqs_from_mimic(
             src, out_path=out, progress=progress, lowercase=lowercase, seed=seed
         )
     _world_readable(report.path)
-    _print_import(report, "treqs")
+    _print_import(report, treqs.id)
 
 
 # --------------------------------------------------------------------------- import
 
 
-def _import_physionet(kind: str, from_dir: Path, seed: int, home: Path | None) -> Any:
-    from medagentgym.data import home as _home
-    from medagentgym.data import importers
+def _import_database(db_id: str, from_dir: Path, seed: int, home: Path | None) -> Any:
+    """``data import <db>``: the database's registered importer over ``--from``."""
+    from medagentgym.data import databases
 
-    title = {"mimic_iii": "MIMIC-III", "eicu": "eICU-CRD"}[kind]
-    src = _existing_dir(from_dir, f"a directory of PhysioNet {title} CSV files")
-    fn = importers.import_mimic_iii if kind == "mimic_iii" else importers.import_eicu
-    out = _home.db_path(kind, home)
+    spec = databases.get_database(db_id)
+    src = _existing_dir(from_dir, spec.import_from)
+    importer = spec.import_function()
+    out = spec.imported_path(home)
     with _failures(), _progress("bytes") as progress:
-        report = fn(src, out, progress=progress, seed=seed)
+        report = importer(src, out, progress=progress, seed=seed)
     _world_readable(report.path)
-    _print_import(report, kind)
+    _print_import(report, spec.id)
     return report
 
 
-@import_app.command("mimic-iii")
-def import_mimic_iii(
-    from_dir: Path = typer.Option(
-        ..., "--from", help="PhysioNet MIMIC-III CSV directory (full or demo)", show_default=False
-    ),
-    seed: int = typer.Option(0, "--seed", help="seed of the time shift and costs"),
-    treqs: bool = typer.Option(False, "--treqs", help="also build TREQS from the same CSVs"),
-    home: Path | None = _home_option(),
-) -> None:
-    """Import MIMIC-III CSVs into EHRSQL's schema (db/mimic_iii.sqlite)."""
-    _import_physionet("mimic_iii", from_dir, seed, home)
-    if treqs:
-        build_treqs(from_dir=from_dir, seed=seed, lowercase=True, home=home)
+def _import_command(db_id: str) -> None:
+    """Register ``data import <cli name>`` for a registered database with an importer; a
+    database others are derived from gets a flag that builds them from the same files."""
+    from medagentgym.data import databases
+
+    spec = databases.get_database(db_id)
+    derived = [d for d in databases.db_ids() if databases.get_database(d).derived_from == db_id]
+    from_opt = typer.Option(
+        ..., "--from", help=f"{spec.import_from} (full or demo)", show_default=False
+    )
+    seed_opt = typer.Option(0, "--seed", help="seed of the time shift and costs")
+    doc = f"Import {spec.title} into its schema (db/{spec.id}.sqlite)."
+
+    if not derived:
+
+        def command(
+            from_dir: Path = from_opt, seed: int = seed_opt, home: Path | None = _home_option()
+        ) -> None:
+            _import_database(db_id, from_dir, seed, home)
+
     else:
-        home_arg = f" --home {home}" if home is not None else ""
-        typer.echo(
-            f"next: `medagentgym data build-treqs --from {from_dir}{home_arg}` builds TREQS "
-            f"(MIMICSQL) from these CSVs"
-        )
+        child = databases.get_database(derived[0])
+
+        def command(  # type: ignore[misc]
+            from_dir: Path = from_opt,
+            seed: int = seed_opt,
+            also: bool = typer.Option(
+                False, f"--{child.cli_name}", help=f"also build {child.title} from the same files"
+            ),
+            home: Path | None = _home_option(),
+        ) -> None:
+            _import_database(db_id, from_dir, seed, home)
+            if also:
+                _DERIVED_BUILDERS[child.id](from_dir=from_dir, seed=seed, home=home)
+            else:
+                home_arg = f" --home {home}" if home is not None else ""
+                typer.echo(
+                    f"next: `medagentgym data build-{child.cli_name} --from {from_dir}{home_arg}` "
+                    f"builds {child.title} from these CSVs"
+                )
+
+    command.__doc__ = doc
+    command.__name__ = f"import_{db_id}"
+    import_app.command(spec.cli_name)(command)
 
 
-@import_app.command("eicu")
-def import_eicu(
-    from_dir: Path = typer.Option(
-        ..., "--from", help="PhysioNet eICU-CRD CSV directory (full or demo)", show_default=False
-    ),
-    seed: int = typer.Option(0, "--seed", help="seed of the reconstructed dates and costs"),
-    home: Path | None = _home_option(),
-) -> None:
-    """Import eICU-CRD CSVs into EHRSQL's schema (db/eicu.sqlite)."""
-    _import_physionet("eicu", from_dir, seed, home)
+#: ``data build-<id>`` of databases derived from another (their own command and options)
+_DERIVED_BUILDERS: dict[str, Callable[..., None]] = {
+    "treqs": lambda **kw: build_treqs(lowercase=True, **kw),
+}
+
+
+def _register_import_commands() -> None:
+    from medagentgym.data import databases
+
+    for db_id in databases.db_ids():
+        if databases.get_database(db_id).importer:
+            _import_command(db_id)
+
+
+_register_import_commands()
 
 
 @import_app.command("medagentgym")
@@ -463,8 +497,11 @@ def list_(
         srcs.append({**s.to_dict(), "present": _home.is_finished(path), "path": str(path)})
     dbs = []
     db_dir = _home.db_dir(home)
-    for db_id in databases.DB_IDS:
-        imported = _home.db_path(db_id, home)
+    from medagentgym.tasks.registry import datasets_using
+
+    for db_id in databases.db_ids():
+        spec = databases.get_database(db_id)
+        imported = spec.imported_path(home)
         synthetic = (
             sorted(
                 p.name[: -len(".sqlite")]
@@ -477,9 +514,12 @@ def list_(
         dbs.append(
             {
                 "name": db_id,
+                "title": spec.title,
                 "imported": _home.is_finished(imported),
                 "path": str(imported),
                 "synthetic": synthetic,
+                "datasets": datasets_using(db_id),
+                "how_to_get": spec.how_to_get(),
             }
         )
     if as_json:
@@ -498,11 +538,14 @@ def list_(
         )
     console.print(table)
     dtable = Table(title="databases")
-    for col in ("name", "imported", "synthetic builds"):
+    for col in ("name", "datasets", "imported", "synthetic builds"):
         dtable.add_column(col, overflow="fold")
     for d in dbs:
         dtable.add_row(
-            d["name"], "yes" if d["imported"] else "no", ", ".join(d["synthetic"]) or "-"
+            d["name"],
+            ", ".join(d["datasets"]) or "-",
+            "yes" if d["imported"] else "no",
+            ", ".join(d["synthetic"]) or "-",
         )
     console.print(dtable)
 

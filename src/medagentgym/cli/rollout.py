@@ -31,7 +31,7 @@ import typer
 
 ROLLOUT_DEFAULTS: dict[str, Any] = {
     "dataset": None, "split": "test", "samples": 1, "concurrency": 8, "out": None,
-    "limit": 0, "protocol": "paper", "max_turns": 15, "database": "auto", "patients": None,
+    "limit": 0, "protocol": "paper", "max_turns": 15, "database": None, "patients": None,
     "temperature": "0,0.6", "seed": None, "sandbox_concurrency": None, "episode_timeout": None,
     "infra_retries": 1, "retry_delay": 2.0, "sandbox": None, "backend": "local",
     "ray_address": None, "ray_workers": None,
@@ -91,8 +91,9 @@ def rollout(
     tools: bool | None = typer.Option(None, "--tools/--no-tools", help="offer actions as native tools"),
     protocol: str | None = typer.Option(None, help="paper | submit"),
     max_turns: int | None = typer.Option(None, help="turns per episode (default: 15)"),
-    database: str | None = typer.Option(None, help="auto | synthetic | imported"),
-    patients: int | None = typer.Option(None, help="synthetic database size"),
+    database: str | None = typer.Option(
+        None, help="auto | synthetic | imported | official (datasets on a database)"),
+    patients: int | None = typer.Option(None, help="synthetic database size (datasets on a database)"),
     sandbox: str | None = typer.Option(None, help="sandbox provider (default: auto)"),
     episode_timeout: float | None = typer.Option(None, help="wall-clock seconds per episode"),
     infra_retries: int | None = typer.Option(None, help="re-runs of an episode after an infrastructure error (default: 1)"),
@@ -143,7 +144,10 @@ def rollout(
 
     store = TrajectoryStore(s["out"])
     run_info = _run_info(store, s, resume)
-    family_options: dict[str, Any] = {"database": s["database"]}
+    # only what the user set: a family without a database takes no `database`
+    family_options: dict[str, Any] = {}
+    if s["database"] is not None:
+        family_options["database"] = s["database"]
     if s["patients"]:
         family_options["patients"] = int(s["patients"])
     tasks = load_tasks(s["dataset"], s["split"], **family_options)

@@ -10,6 +10,13 @@ from typing import Any
 import typer
 
 AGENTS = ("oracle",)
+_DATABASE_HELP = "auto | synthetic | imported | official (datasets on a database; default: auto)"
+
+
+def _family_options(**flags: Any) -> dict[str, Any]:
+    """The family options the user set (flags left unset are the family's default; a flag
+    the dataset's family does not take is its one-line error)."""
+    return {k: v for k, v in flags.items() if v is not None}
 
 
 def _agent_factory(name: str) -> Any:
@@ -55,19 +62,20 @@ def validate(
     split: str = typer.Option("test"),
     limit: int = typer.Option(0, help="validate only the first N tasks (0 = all)"),
     concurrency: int = typer.Option(2, help="environments (sandboxes) in parallel"),
-    database: str = typer.Option("auto", help="auto | synthetic | imported"),
+    database: str | None = typer.Option(None, help=_DATABASE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Run every task's reference solution through the real environment and sandbox."""
     from medagentgym.agents.oracle import OracleAgent
     from medagentgym.tasks.registry import load_tasks
 
-    tasks = load_tasks(dataset, split, database=database)
+    options = _family_options(database=database)
+    tasks = load_tasks(dataset, split, **options)
     if limit:
         tasks = tasks[:limit]
     t0 = time.perf_counter()
     trajs = _run_with_progress(dataset, split, tasks, OracleAgent, quiet=as_json,
-                               concurrency=concurrency, env_kwargs={"database": database})
+                               concurrency=concurrency, env_kwargs=options)
     failures = []
     for t in trajs:
         if not t.success:
@@ -100,7 +108,7 @@ def run(
     protocol: str = typer.Option("paper", help="paper | submit"),
     max_turns: int = typer.Option(15),
     resume: bool = typer.Option(False, help="skip (task, sample) pairs already in --out"),
-    database: str = typer.Option("auto", help="auto | synthetic | imported"),
+    database: str | None = typer.Option(None, help=_DATABASE_HELP),
 ) -> None:
     """Run an agent on a dataset split and store one trajectory per episode."""
     import uuid
@@ -114,17 +122,19 @@ def run(
     store = TrajectoryStore(out)
     if store.path.exists() and not resume:
         raise ConfigurationError(f"{store.path} exists; pass --resume to continue it or choose another --out")
-    tasks = load_tasks(dataset, split, database=database)
+    options = _family_options(database=database)
+    tasks = load_tasks(dataset, split, **options)
     if limit:
         tasks = tasks[:limit]
     run_id = uuid.uuid4().hex[:12]
     store.write_run_info({"run_id": run_id, "dataset": dataset, "split": split, "agent": agent,
                           "samples": samples, "protocol": protocol, "max_turns": max_turns,
-                          "tasks": len(tasks), "database": database, "started_at": time.time()})
+                          "tasks": len(tasks), "family_options": options,
+                          "started_at": time.time()})
     trajs = _run_with_progress(dataset, split, tasks, factory, quiet=False, samples=samples,
                                concurrency=concurrency, store=store, resume=resume, run_id=run_id,
                                env_kwargs={"protocol": protocol, "max_turns": max_turns,
-                                           "database": database})
+                                           **options})
     summary = summarize(store.load())
     typer.echo(json.dumps({"new_episodes": len(trajs), "store": str(store.path), "summary": summary},
                           indent=2))
@@ -147,7 +157,7 @@ def demo(
     from medagentgym.data import home
     from medagentgym.data.sources import ensure_source
     from medagentgym.rollout.runner import summarize
-    from medagentgym.tasks.registry import get_spec, list_datasets, load_tasks
+    from medagentgym.tasks.registry import get_spec, list_datasets, load_tasks, options_model
 
     console = Console()
     t_start = time.perf_counter()
@@ -161,11 +171,13 @@ def demo(
                   title="MedAgentGym demo: reference solutions through the real environment")
     for name in list_datasets():
         t0 = time.perf_counter()
-        tasks = load_tasks(name, "test", database="synthetic")
+        # synthetic databases for the datasets that run on one
+        options = {"database": "synthetic"} if "database" in options_model(name).model_fields else {}
+        tasks = load_tasks(name, "test", **options)
         step = max(1, len(tasks) // limit)
         sample = tasks[::step][:limit]
         trajs = _run_with_progress(name, "test", sample, OracleAgent, quiet=False, concurrency=2,
-                                   env_kwargs={"database": "synthetic"})
+                                   env_kwargs=options)
         s = summarize(trajs).get(name, {})
         table.add_row(name, "test", str(s.get("episodes", 0)), str(s.get("success", 0)),
                       f"{s.get('success_rate', 0.0):.0%}", f"{s.get('mean_turns', 0.0):.1f}",

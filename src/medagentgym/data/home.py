@@ -42,20 +42,6 @@ MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_SCHEMA = 1
 _TMP_MARK = ".tmp-"
 
-# One line per artefact saying which command provides it (used in ConfigurationError).
-_DB_HINTS: dict[str, str] = {
-    "mimic_iii": (
-        "run `medagentgym data build-synthetic` or `medagentgym data import mimic-iii --from DIR`"
-    ),
-    "eicu": "run `medagentgym data build-synthetic` or `medagentgym data import eicu --from DIR`",
-    "treqs": (
-        "run `medagentgym data build-synthetic` or `medagentgym data build-treqs` "
-        "(after importing MIMIC-III)"
-    ),
-}
-_DB_TITLES: dict[str, str] = {"mimic_iii": "MIMIC-III", "eicu": "eICU", "treqs": "TREQS (MIMICSQL)"}
-
-
 # --------------------------------------------------------------------------- locations
 
 
@@ -340,9 +326,18 @@ def file_lock(
 # --------------------------------------------------------------------------- lookups
 
 
+def _db_title_and_hint(name: str) -> tuple[str, str | None]:
+    """A registered database's title and "how to get it" line (the registry lives in
+    :mod:`medagentgym.data.databases`, which builds on this module)."""
+    from medagentgym.data.databases import find_database
+
+    spec = find_database(name)
+    return (spec.title, spec.how_to_get()) if spec is not None else (name, None)
+
+
 def missing_message(name: str, where: Path, hint: str | None = None) -> str:
-    title = _DB_TITLES.get(name, name)
-    hint = hint or _DB_HINTS.get(name) or f"run `medagentgym data pull {name}`"
+    title, how = _db_title_and_hint(name)
+    hint = hint or how or f"run `medagentgym data pull {name}`"
     return f"{title} database not found in {_display(where)}; {hint}"
 
 
@@ -351,9 +346,10 @@ def require_db(name: str, home: str | os.PathLike[str] | None = None) -> Path:
     path = db_path(name, home)
     if not is_finished(path):
         if path.exists():
+            title, how = _db_title_and_hint(name)
             raise ConfigurationError(
-                f"{_DB_TITLES.get(name, name)} database at {_display(path)} is incomplete "
-                f"(no manifest); rebuild it: {_DB_HINTS.get(name, 'see `medagentgym data`')}"
+                f"{title} database at {_display(path)} is incomplete "
+                f"(no manifest); rebuild it: {how or 'see `medagentgym data`'}"
             )
         raise ConfigurationError(missing_message(name, path.parent))
     return path

@@ -12,8 +12,9 @@ is answered like an unknown env (``404``), and ``GET /envs`` lists only the envs
 the caller sends (all of them for ``X-Admin-Token``, when the server has an admin token), plus
 the total count.
 
-Options are an allow-list per task family (:data:`OPTION_MODELS`): JSON scalars with types and
-bounds, never a host path, the sandbox provider or the dataset's identity (``422`` otherwise).
+Options are an allow-list per dataset (:func:`options_model`, derived from the family's typed
+options): JSON scalars with types and bounds, never a host path, the sandbox provider or the
+dataset's identity (``422`` otherwise).
 Task sets are built in a thread pool, one build per (dataset, split, options) key, so a long
 build never holds up other keys, other envs or ``/health``; the number of distinct keys is
 bounded (``max_task_sets``). Request bodies over ``max_body_bytes`` are refused (``413``)
@@ -44,16 +45,18 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from medagentgym.data.databases import DatabaseSource
 from medagentgym.env.env import AsyncMedAgentEnv
 from medagentgym.errors import ConfigurationError, InfrastructureError
 from medagentgym.tasks.registry import DatasetSpec, get_spec, list_datasets, load_tasks
+from medagentgym.tasks.registry import options_model as options_for
 from medagentgym.types import Task
 
 log = logging.getLogger(__name__)
@@ -67,8 +70,6 @@ MAX_ACTION_CHARS = 256 * 1024
 MAX_ACTION_DEPTH = 16
 MAX_SEED = 2**63 - 1
 
-DatabaseKind = Literal["auto", "synthetic", "imported", "official"]
-Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 # ------------------------------------------------------------------------------ models
@@ -86,54 +87,25 @@ class EnvOptions(BaseModel):
     show_verdict: bool = True
 
 
-class EhrSqlOptions(EnvOptions):
-    """mimic_iii, eicu, treqs, ehr_seqsql: which database (by kind, never by path) and how
-    questions are instantiated. ``None`` keeps the family's default."""
-
-    database: DatabaseKind | None = None
-    patients: int | None = Field(None, ge=1, le=2000)
-    db_seed: Seed | None = None
-    seed: Seed | None = None
-    release: Literal["2024-04-27", "1.5.1"] | None = None
-    per_template: int | None = Field(None, ge=1, le=20)
-    test_fraction: float | None = Field(None, gt=0, lt=1)
-    sequence_length: int | None = Field(None, ge=1, le=10)
-    include_impossible: bool | None = None
+@functools.cache
+def options_model(dataset: str) -> type[EnvOptions]:
+    """The options a client may set for ``dataset``: the env's own plus the family's options
+    of ``client`` scope the dataset's spec does not fix, with the client bounds, derived from
+    the family's options model (:mod:`medagentgym.tasks.family`; one source of truth).
+    ``None`` keeps the family's default."""
+    spec = get_spec(dataset)
+    family_options = options_for(spec.name)
+    return family_options.client_model(EnvOptions, fixed=spec.options,
+                                       name=f"{family_options.__name__}ForClients")
 
 
-class MedCalcOptions(EnvOptions):
-    """medcalcbench (``database`` is accepted for uniformity and ignored)."""
-
-    database: DatabaseKind | None = None
-    answer_key: Literal["original", "relabelled"] | None = None
-    train_per_calculator: int | None = Field(None, ge=1, le=1000)
-    min_agreement: float | None = Field(None, ge=0, le=1)
-    seed: Seed | None = None
-
-
-class NPowerOptions(EnvOptions):
-    """npowerai (``database`` is accepted for uniformity and ignored)."""
-
-    database: DatabaseKind | None = None
-    source: Literal["auto", "synthetic", "official"] | None = None
-    seed: Seed | None = None
-    train_size: int | None = Field(None, ge=1, le=10_000)
-    test_size: int | None = Field(None, ge=1, le=10_000)
-
-
-#: the options a client may set, by family; a family not listed takes the env's options only
-OPTION_MODELS: dict[str, type[EnvOptions]] = {
-    "medagentgym.tasks.ehr_sql:EhrSqlFamily": EhrSqlOptions,
-    "medagentgym.tasks.medcalc:MedCalcFamily": MedCalcOptions,
-    "medagentgym.tasks.npower:NPowerFamily": NPowerOptions,
-}
 ENV_OPTION_NAMES = frozenset(EnvOptions.model_fields)
 
 
 def parse_options(spec: DatasetSpec, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(env options, family options)`` from a client's options; 422 for anything not on
     the dataset's allow-list. Family options left unset are omitted (the family's default)."""
-    model = OPTION_MODELS.get(spec.family, EnvOptions)
+    model = options_model(spec.name)
     try:
         parsed = model.model_validate(raw)
     except ValidationError as exc:
@@ -352,8 +324,6 @@ class EnvRegistry:
             loaded = await asyncio.shield(build)  # a caller that goes away leaves it running
         except ConfigurationError as exc:
             raise HTTPException(400, str(exc))
-        except TypeError as exc:  # an option the family does not take
-            raise HTTPException(400, f"invalid options for {spec.name}: {exc}")
         except InfrastructureError as exc:
             raise HTTPException(503, f"building {spec.name}/{split} failed: "
                                      f"{type(exc).__name__}: {exc}")
@@ -606,7 +576,7 @@ def create_app(max_envs: int = 64, idle_timeout_s: float = 600.0, *, token: str 
     async def dataset_tasks(name: str, split: str = Query("test", max_length=100),
                             limit: int | None = Query(None, ge=0, le=100_000),
                             offset: int = Query(0, ge=0, le=10**9),
-                            database: DatabaseKind | None = None) -> TaskList:
+                            database: DatabaseSource | None = None) -> TaskList:
         spec = dataset_spec(name)
         raw = {"database": database} if database is not None else {}
         _, family_options = parse_options(spec, raw)

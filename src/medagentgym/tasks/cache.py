@@ -3,12 +3,15 @@
 A family's tasks (with their ground truth) are built once and stored as JSONL in the data
 home's ``tasks/<dataset>/`` — mode 0600, outside every sandbox mount — under a name derived
 from everything that determines their content, so a change of options or data builds anew.
+A cache file that no longer loads (a record whose ground truth fails today's validation,
+a truncated line) is rebuilt, never a crash.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,6 +19,11 @@ from typing import Any
 
 from medagentgym.data import home as _home
 from medagentgym.types import GroundTruth, Task
+
+log = logging.getLogger(__name__)
+
+#: what a cache file that no longer loads raises while it is read
+_STALE = (ValueError, KeyError, TypeError)
 
 
 def cache_path(dataset: str, prefix: str, key: dict[str, Any],
@@ -31,19 +39,41 @@ def record(task: Task, truth: GroundTruth) -> dict[str, Any]:
 
 def load_or_build(path: Path, build: Callable[[], Iterable[dict[str, Any]]], *,
                   splits: Iterable[str], builder: str, dataset: str,
+                  ready: Callable[[], bool] | None = None,
+                  late_manifest: Callable[[], dict[str, Any]] | None = None,
                   **manifest: Any) -> dict[str, list[Task]]:
-    """Tasks by split from ``path``, building it first (atomically, under a lock) if needed."""
+    """Tasks by split from ``path``, building it first (atomically, under a lock) if needed.
+
+    ``ready``: whether the artefacts beside the file (a family's notes, say) are there too;
+    ``late_manifest``: manifest fields known only after the build (e.g. build statistics)."""
+    splits = tuple(splits)
+
+    def write() -> None:
+        n = 0
+        with _home.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            for rec in build():
+                fh.write(json.dumps(rec) + "\n")
+                n += 1
+        os.chmod(path, 0o600)  # ground truth: host-only
+        extra = {**manifest, **(late_manifest() if late_manifest is not None else {})}
+        _home.write_manifest(path, kind="tasks", builder=builder, dataset=dataset, tasks=n,
+                             **extra)
+
     with _home.file_lock(path):
-        if not _home.is_finished(path):
-            n = 0
-            with _home.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-                for rec in build():
-                    fh.write(json.dumps(rec) + "\n")
-                    n += 1
-            os.chmod(path, 0o600)  # ground truth: host-only
-            _home.write_manifest(path, kind="tasks", builder=builder, dataset=dataset, tasks=n,
-                                 **manifest)
-    return read_splits(path, splits)
+        if not _home.is_finished(path) or (ready is not None and not ready()):
+            write()
+    try:
+        return read_splits(path, splits)
+    except _STALE as exc:
+        with _home.file_lock(path):
+            try:
+                return read_splits(path, splits)  # another process rebuilt it meanwhile
+            except _STALE:
+                log.warning("rebuilding the task cache %s: it no longer loads (%s: %s)",
+                            path, type(exc).__name__, str(exc)[:200])
+                _home.remove_artefact(path)
+                write()
+        return read_splits(path, splits)
 
 
 def read_splits(path: Path, splits: Iterable[str]) -> dict[str, list[Task]]:

@@ -1,8 +1,10 @@
 """EHR database question answering: one family for MIMIC-III, eICU, TREQS and EHR-SeqSQL.
 
-The datasets differ only by configuration: which database (``db_id``), which question source
-(EHRSQL or MIMICSQL templates, or the official MedAgentGym task files) and whether an
-episode asks one question or a chain (``mode="sequence"``, EHR-SeqSQL).
+The datasets differ only by configuration: which database (the dataset's ``databases``, a
+:class:`~medagentgym.data.databases.DatabaseSpec`), which question set (its first source:
+:data:`QUESTION_SETS`, EHRSQL or MIMICSQL templates; or the official MedAgentGym task files
+with ``database="official"``) and whether an episode asks one question or a chain
+(``mode="sequence"``, EHR-SeqSQL).
 
 Questions are re-instantiated from the templates on the database in use (synthetic, the open
 demos or the full imported databases; :mod:`medagentgym.tasks.ehrsql_instances`), and the
@@ -15,119 +17,135 @@ host, outside every sandbox mount.
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
 
 from medagentgym.data import databases
-from medagentgym.errors import ConfigurationError
-from medagentgym.tasks import cache as task_cache
-from medagentgym.tasks.family import TaskFamily
+from medagentgym.tasks.base import DatasetFamily, DatasetOptions
+from medagentgym.tasks.family import option
 from medagentgym.types import Grade, GroundTruth, Provenance, Task
 
 NOW = "2105-12-31 23:59:00"
 CACHE_VERSION = 1
 
-_SOURCES = {
-    "mimic_iii": ("ehrsql", "EHRSQL {release} (templates re-instantiated)", "CC BY 4.0"),
-    "eicu": ("ehrsql", "EHRSQL {release} (templates re-instantiated)", "CC BY 4.0"),
-    "treqs": ("treqs", "MIMICSQL / TREQS (templates re-instantiated)", "MIT"),
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+@dataclass(frozen=True)
+class QuestionSet:
+    """A source of questions: how to instantiate it on a database, and its provenance."""
+
+    provenance: str  # formatted with ``release``
+    licence: str
+    instances: Callable[[EhrSqlFamily, Path], list[Any]]
+
+
+def _ehrsql_instances(fam: EhrSqlFamily, src: Path) -> list[Any]:
+    from medagentgym.tasks import ehrsql_instances as ei
+
+    opts = fam.options
+    templates = ei.load_templates(src, fam.db_id, release=opts.release,
+                                  include_impossible=opts.include_impossible)
+    return ei.instantiate(templates, fam.db.path, seed=opts.seed, per_template=opts.per_template,
+                          now=NOW, include_impossible=opts.include_impossible)
+
+
+def _treqs_instances(fam: EhrSqlFamily, src: Path) -> list[Any]:
+    from medagentgym.tasks import ehrsql_instances as ei
+
+    return ei.instantiate_treqs(ei.load_treqs(src), fam.db.path, seed=fam.options.seed,
+                                per_template=fam.options.per_template)
+
+
+#: question sets by the source they are pulled from (a dataset's first source)
+QUESTION_SETS: dict[str, QuestionSet] = {
+    "ehrsql": QuestionSet("EHRSQL {release} (templates re-instantiated)", "CC BY 4.0",
+                          _ehrsql_instances),
+    "treqs": QuestionSet("MIMICSQL / TREQS (templates re-instantiated)", "MIT",
+                         _treqs_instances),
 }
-_DB_TITLES = {"mimic_iii": "MIMIC-III", "eicu": "eICU", "treqs": "MIMIC-III (TREQS/MIMICSQL 5-table schema)"}
 
 
-class EhrSqlFamily(TaskFamily):
+class EhrSqlOptions(DatasetOptions):
+    """Options of the EHR SQL datasets (mimic_iii, eicu, treqs, ehr_seqsql)."""
+
+    mode: Literal["single", "sequence"] = option(
+        "single", "one question per episode, or a chain about one patient (EHR-SeqSQL)",
+        scope="identity")
+    database: databases.DatabaseSource = option(
+        "auto", "which build: imported when present else synthetic (auto), or one of them")
+    patients: int = option(databases.DEFAULT_PATIENTS, "patients of the synthetic database",
+                           ge=1, client_le=2000)
+    db_seed: Seed = option(databases.DEFAULT_SEED, "seed of the synthetic database")
+    seed: Seed = option(0, "seed of question instantiation and splits")
+    release: Literal["2024-04-27", "1.5.1"] = option("2024-04-27", "EHRSQL release")
+    per_template: int = option(3, "instances per question template", ge=1, client_le=20)
+    test_fraction: float = option(0.5, "share of templates in the test split", gt=0, lt=1)
+    sequence_length: int = option(3, "questions per chain (mode=sequence)", ge=1,
+                                  client_le=10)
+    include_impossible: bool = option(True, "keep questions the data cannot answer")
+
+
+class EhrSqlFamily(DatasetFamily):
     allowed_actions = ("request_info", "validate_code", "debug")
     preload = "core"
+    Options: ClassVar[type[EhrSqlOptions]] = EhrSqlOptions
+    cache_version = CACHE_VERSION
 
-    def __init__(
-        self,
-        spec: Any,
-        *,
-        db_id: str,
-        mode: str = "single",
-        database: str = "auto",
-        patients: int = databases.DEFAULT_PATIENTS,
-        db_seed: int = databases.DEFAULT_SEED,
-        seed: int = 0,
-        release: str = "2024-04-27",
-        per_template: int = 3,
-        test_fraction: float = 0.5,
-        sequence_length: int = 3,
-        include_impossible: bool = True,
-        home: str | os.PathLike[str] | None = None,
-    ) -> None:
-        super().__init__(spec)
-        if mode not in ("single", "sequence"):
-            raise ConfigurationError(f"mode must be 'single' or 'sequence', not {mode!r}")
-        self.db_id = db_id
-        self.mode = mode
-        self.database_source = database
-        self.patients = patients
-        self.db_seed = db_seed
-        self.seed = seed
-        self.release = release
-        self.per_template = per_template
-        self.test_fraction = test_fraction
-        self.sequence_length = sequence_length
-        self.include_impossible = include_impossible
-        self.home = home
+    options: EhrSqlOptions
+
+    def __init__(self, spec: Any, **options: Any) -> None:
+        super().__init__(spec, **options)
+        self.database = databases.get_database(spec.databases[0])
+        self.questions = QUESTION_SETS[spec.sources[0]]
         self._db: databases.Database | None = None
-        self._splits: dict[str, list[Task]] | None = None
+
+    @property
+    def db_id(self) -> str:
+        return self.database.id
+
+    @property
+    def mode(self) -> str:
+        return self.options.mode
+
+    @property
+    def database_source(self) -> str:
+        return self.options.database
 
     # -- data -----------------------------------------------------------------------------
     @property
     def db(self) -> databases.Database:
         if self._db is None:
-            self._db = databases.resolve(self.db_id, self.database_source, patients=self.patients,
-                                         seed=self.db_seed, home=self.home)
+            opts = self.options
+            self._db = databases.resolve(self.db_id, opts.database, patients=opts.patients,
+                                         seed=opts.db_seed, home=self.home)
         return self._db
 
     @property
     def db_file(self) -> str:
-        return f"/data/{self.db_id}.db"
+        return self.database.sandbox_db
 
     @property
     def csv_dir(self) -> str:
-        return f"/data/{self.db_id}"
+        return self.database.sandbox_csv_dir
 
-    def _source_dir(self) -> Path:
-        """The question files; fetched on first use (``$MEDAGENTGYM_MIRROR`` or official URLs)."""
-        from medagentgym.data.sources import ensure_source
+    def cache_prefix(self) -> str:
+        return self.db.path.stem
 
-        return ensure_source(_SOURCES[self.db_id][0], self.home)
+    def cache_key(self) -> dict[str, Any]:
+        o = self.options
+        return {"dataset": self.name, "db": self.db.build_key, "mode": o.mode, "seed": o.seed,
+                "release": o.release, "per": o.per_template, "test": o.test_fraction,
+                "len": o.sequence_length, "imp": o.include_impossible}
 
-    def _cache_file(self) -> Path:
-        return task_cache.cache_path(self.name, self.db.path.stem, {
-            "v": CACHE_VERSION, "dataset": self.name, "db": self.db.build_key, "mode": self.mode,
-            "seed": self.seed, "release": self.release, "per": self.per_template,
-            "test": self.test_fraction, "len": self.sequence_length,
-            "imp": self.include_impossible}, self.home)
-
-    def load_tasks(self, split: str) -> list[Task]:
-        if self._splits is None:
-            self._splits = task_cache.load_or_build(
-                self._cache_file(), self._build_records, splits=self.spec.splits,
-                builder=f"{__name__}.EhrSqlFamily", dataset=self.name,
-                database=str(self.db.path))
-        if split not in self._splits:
-            raise ConfigurationError(f"{self.name}: no split {split!r}; splits: {', '.join(self._splits)}")
-        return self._splits[split]
+    def cache_manifest(self) -> dict[str, Any]:
+        return {"database": str(self.db.path)}
 
     # -- building -------------------------------------------------------------------------
-    def _instances(self) -> list[Any]:
-        from medagentgym.tasks import ehrsql_instances as ei
-
-        src = self._source_dir()
-        if self.db_id == "treqs":
-            templates = ei.load_treqs(src)
-            return ei.instantiate_treqs(templates, self.db.path, seed=self.seed,
-                                        per_template=self.per_template)
-        templates = ei.load_templates(src, self.db_id, release=self.release,
-                                      include_impossible=self.include_impossible)
-        return ei.instantiate(templates, self.db.path, seed=self.seed, per_template=self.per_template,
-                              now=NOW, include_impossible=self.include_impossible)
-
     def _official_splits(self) -> dict[str, list[Any]]:
         """Paper-fidelity mode: the release's own task files and stored answers, as-is."""
         from medagentgym.tasks import ehrsql_instances as ei
@@ -139,18 +157,20 @@ class EhrSqlFamily(TaskFamily):
             out.setdefault(ours, []).extend(ei.load_official(info["path"]))
         return out
 
-    def _build_records(self) -> list[dict[str, Any]]:
+    def build_records(self) -> list[dict[str, Any]]:
         from medagentgym.tasks import ehrsql_instances as ei
 
-        if self.database_source == "official":
+        opts = self.options
+        if opts.database == "official":
             split_map = self._official_splits()
         else:
-            instances = self._instances()
-            split_map = ei.split_instances(instances, seed=self.seed, test_fraction=self.test_fraction)
+            instances = self.questions.instances(self, self.source_dir())
+            split_map = ei.split_instances(instances, seed=opts.seed,
+                                           test_fraction=opts.test_fraction)
         records = []
         for split, items in split_map.items():
-            if self.mode == "sequence":
-                for seq in ei.build_sequences(items, seed=self.seed, length=self.sequence_length):
+            if opts.mode == "sequence":
+                for seq in ei.build_sequences(items, seed=opts.seed, length=opts.sequence_length):
                     records.append(self._sequence_record(seq, split))
             else:
                 for inst in items:
@@ -158,12 +178,12 @@ class EhrSqlFamily(TaskFamily):
         return records
 
     def _provenance(self, original_id: str | None = None) -> Provenance:
-        _, source, licence = _SOURCES[self.db_id]
+        source = self.questions.provenance
         if self.database_source == "official":
             source = "MedAgentGym official release (stored answers)"
-        return Provenance(source=source.format(release=self.release),
-                          database=f"{_DB_TITLES[self.db_id]}, {self.db.description}",
-                          licence=licence, original_id=original_id)
+        return Provenance(source=source.format(release=self.options.release),
+                          database=f"{self.database.description}, {self.db.description}",
+                          licence=self.questions.licence, original_id=original_id)
 
     @property
     def has_csv_view(self) -> bool:
@@ -184,7 +204,7 @@ class EhrSqlFamily(TaskFamily):
         )
         truth = GroundTruth(kind="sql_rows", value=inst.answer, solution=self._oracle(inst),
                             extra={"sql": inst.sql, "values": inst.values})
-        return task_cache.record(task, truth)
+        return self.record(task, truth)
 
     def _sequence_record(self, seq: Any, split: str) -> dict[str, Any]:
         subs = seq.sub_questions
@@ -199,7 +219,7 @@ class EhrSqlFamily(TaskFamily):
         truth = GroundTruth(kind="sequence", value=[s.answer for s in subs],
                             solution=[self._oracle(s) for s in subs],
                             extra={"sql": [s.sql for s in subs]})
-        return task_cache.record(task, truth)
+        return self.record(task, truth)
 
     def _oracle(self, inst: Any) -> str:
         if inst.is_impossible:
@@ -215,14 +235,14 @@ class EhrSqlFamily(TaskFamily):
         from medagentgym.data.schema import describe
 
         return (
-            f"Answer questions about the {_DB_TITLES[self.db_id]} electronic health record "
+            f"Answer questions about the {self.database.description} electronic health record "
             f"database by writing Python code.\n"
             f"The data are read-only: a SQLite database at {self.db_file}"
             + (f" and the same tables as CSV files in {self.csv_dir}/ (one <table>.csv per table)"
                if self.has_csv_view else "")
             + ". Use sqlite3 or pandas.\n"
             f"Assume the current time is {NOW}.\n"
-            f"The tables:\n{describe(self.db_id)}\n"
+            f"The tables:\n{describe(self.database.schema)}\n"
             "Store the final result in the variable `answer`: a single value, a list of values, "
             "or a list of rows (a pandas DataFrame works too). If the question cannot be "
             "answered from the data, set answer = None."
@@ -245,6 +265,6 @@ class EhrSqlFamily(TaskFamily):
         return sql_result_match(answer, gold)
 
     def info_index(self, task: Task) -> Any:
-        from medagentgym.env.info import get_index
+        from medagentgym.data.info import get_index
 
         return get_index(self.db.path)

@@ -40,13 +40,15 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
 
 from medagentgym.data import home as _home
 from medagentgym.errors import ConfigurationError
 from medagentgym.graders import bound_answer, normalize_scalar, numeric_match, short_repr, to_int
-from medagentgym.tasks import cache as task_cache
-from medagentgym.tasks.family import TaskFamily
+from medagentgym.tasks.base import DatasetFamily, DatasetOptions
+from medagentgym.tasks.family import option
 from medagentgym.types import Grade, GroundTruth, Provenance, Task
 
 CACHE_VERSION = 1
@@ -333,42 +335,52 @@ def _jsonable(value: Any) -> Any:
 # --------------------------------------------------------------------------- family
 
 
-class MedCalcFamily(TaskFamily):
+class MedCalcOptions(DatasetOptions):
+    """Options of MedCalc-Bench."""
+
+    answer_key: Literal["original", "relabelled"] = option(
+        "original", "the test set's published answers, or the physician-audited relabelling")
+    train_per_calculator: int = option(30, "synthetic training notes per calculator", ge=1,
+                                       client_le=1000)
+    min_agreement: float = option(
+        0.85, "train only calculators that reproduce this share of the test labels", ge=0,
+        le=1)
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = option(0, "seed of the synthetic notes")
+
+
+class MedCalcFamily(DatasetFamily):
     """MedCalc-Bench (see the module docstring)."""
 
     allowed_actions = ("validate_code", "debug", "terminal")
     preload = "core"
+    Options: ClassVar[type[MedCalcOptions]] = MedCalcOptions
+    cache_version = CACHE_VERSION
 
-    def __init__(
-        self,
-        spec: Any,
-        *,
-        answer_key: str = "original",
-        train_per_calculator: int = 30,
-        min_agreement: float = 0.85,
-        seed: int = 0,
-        database: str = "auto",  # accepted for CLI uniformity; this family has no database
-        home: str | os.PathLike[str] | None = None,
-    ) -> None:
-        super().__init__(spec)
-        if answer_key not in ANSWER_KEYS:
-            raise ConfigurationError(f"medcalcbench: answer_key must be one of "
-                                     f"{', '.join(ANSWER_KEYS)}, not {answer_key!r}")
-        self.answer_key = answer_key
-        self.train_per_calculator = train_per_calculator
-        self.min_agreement = min_agreement
-        self.seed = seed
-        self.home = home
-        self._splits: dict[str, list[Task]] | None = None
+    options: MedCalcOptions
+
+    def __init__(self, spec: Any, **options: Any) -> None:
+        super().__init__(spec, **options)
+        self._agreement: dict[str, Any] = {}
+
+    @property
+    def answer_key(self) -> str:
+        return self.options.answer_key
+
+    @property
+    def train_per_calculator(self) -> int:
+        return self.options.train_per_calculator
+
+    @property
+    def min_agreement(self) -> float:
+        return self.options.min_agreement
+
+    @property
+    def seed(self) -> int:
+        return self.options.seed
 
     # -- files --------------------------------------------------------------------------
-    def _source(self) -> Path:
-        from medagentgym.data.sources import ensure_source
-
-        return ensure_source(SOURCE, self.home)
-
     def _relabelled_path(self) -> Path:
-        path = self._source() / RELABELLED_FILE
+        path = self.source_dir() / RELABELLED_FILE
         if not path.is_file():
             raise ConfigurationError(
                 f"the relabelled MedCalc-Bench key ({RELABELLED_FILE}) is not in the pulled "
@@ -376,47 +388,27 @@ class MedCalcFamily(TaskFamily):
                 f"{SOURCE} --from DIR`) or use answer_key='original'")
         return path
 
-    def _cache_paths(self) -> tuple[Path, Path]:
-        """The task file (per answer key) and the notes directory (shared by both keys)."""
-        src = self._source() / TEST_FILE
-        st = src.stat()
-        notes_key = {"v": CACHE_VERSION, "gen": GENERATOR_VERSION,
-                     "per": self.train_per_calculator, "agree": self.min_agreement,
-                     "seed": self.seed, "src": [st.st_size, st.st_mtime_ns]}
-        notes_digest = hashlib.sha256(json.dumps(notes_key, sort_keys=True).encode()).hexdigest()
-        task_key = json.dumps({**notes_key, "key": self.answer_key}, sort_keys=True)
-        digest = hashlib.sha256(task_key.encode()).hexdigest()[:16]
-        base = _home.tasks_dir(self.name, self.home)
-        return base / f"tasks-{digest}.jsonl", base / f"notes-{notes_digest[:16]}"
+    def _notes_key(self) -> dict[str, Any]:
+        st = (self.source_dir() / TEST_FILE).stat()
+        return {"v": self.cache_version, "gen": GENERATOR_VERSION,
+                "per": self.train_per_calculator, "agree": self.min_agreement,
+                "seed": self.seed, "src": [st.st_size, st.st_mtime_ns]}
 
-    # -- loading ------------------------------------------------------------------------
-    def load_tasks(self, split: str) -> list[Task]:
-        if self._splits is None:
-            self._splits = self._load_or_build()
-        if split not in self._splits:
-            raise ConfigurationError(f"{self.name}: no split {split!r}; splits: "
-                                     f"{', '.join(self._splits)}")
-        return self._splits[split]
+    def cache_key(self) -> dict[str, Any]:
+        """Per answer key; the notes directory is shared by both keys."""
+        return {**self._notes_key(), "key": self.answer_key}
 
-    def _load_or_build(self) -> dict[str, list[Task]]:
-        path, notes = self._cache_paths()
-        with _home.file_lock(path):
-            if not _home.is_finished(path) or not notes.is_dir():
-                records, agreement, texts = self._build_records()
-                self._write_notes(notes, texts)
-                with _home.atomic_path(path) as tmp_file, open(tmp_file, "w",
-                                                               encoding="utf-8") as fh:
-                    for rec in records:
-                        rec["task"]["inputs"] = {NOTES_MOUNT: str(notes)}
-                        fh.write(json.dumps(rec) + "\n")
-                os.chmod(path, 0o600)  # ground truth: host-only
-                _home.write_manifest(path, kind="tasks", builder=f"{__name__}.MedCalcFamily",
-                                     dataset=self.name, tasks=len(records),
-                                     answer_key=self.answer_key, notes_dir=str(notes),
-                                     calculator_agreement={
-                                         k: {x: v[x] for x in ("id", "rows", "agree", "rate")}
-                                         for k, v in agreement.items()})
-        return task_cache.read_splits(path, self.spec.splits)
+    def notes_dir(self) -> Path:
+        digest = hashlib.sha256(json.dumps(self._notes_key(), sort_keys=True).encode()).hexdigest()
+        return _home.tasks_dir(self.name, self.home) / f"notes-{digest[:16]}"
+
+    def cache_ready(self) -> bool:
+        return self.notes_dir().is_dir()
+
+    def cache_manifest(self) -> dict[str, Any]:
+        return {"answer_key": self.answer_key, "notes_dir": str(self.notes_dir()),
+                "calculator_agreement": {k: {x: v[x] for x in ("id", "rows", "agree", "rate")}
+                                         for k, v in self._agreement.items()}}
 
     @staticmethod
     def _write_notes(notes: Path, texts: dict[str, str]) -> None:
@@ -432,9 +424,18 @@ class MedCalcFamily(TaskFamily):
                     os.chmod(note_file, 0o644)
 
     # -- building -----------------------------------------------------------------------
-    def _build_records(self) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, str]]:
+    def build_records(self) -> list[dict[str, Any]]:
+        """Every task record, after writing the notes they mount (``/data/notes``)."""
+        records, self._agreement, texts = self._records_and_notes()
+        notes = self.notes_dir()
+        self._write_notes(notes, texts)
+        for rec in records:
+            rec["task"]["inputs"] = {NOTES_MOUNT: str(notes)}
+        return records
+
+    def _records_and_notes(self) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, str]]:
         """(task records, calculator agreement, note text by task id)."""
-        rows = read_rows(self._source() / TEST_FILE)
+        rows = read_rows(self.source_dir() / TEST_FILE)
         key = read_relabelled(self._relabelled_path()) if self.answer_key == "relabelled" else None
         agreement = calculator_agreement(rows)
         texts = {self._test_id(row): row.note for row in rows}
@@ -488,7 +489,7 @@ class MedCalcFamily(TaskFamily):
             metadata={"calculator_id": row.calculator_id, "output_type": row.output_type,
                       "note_type": "benchmark", "answer_key": self.answer_key},
         )
-        return {"task": task.model_dump(), "truth": truth.model_dump()}
+        return self.record(task, truth)
 
     def _test_solution(self, row: BenchmarkRow, gold: GroundTruth) -> tuple[str, bool]:
         from medagentgym.tasks.calc import calculators as C
@@ -552,8 +553,7 @@ class MedCalcFamily(TaskFamily):
                     metadata={"calculator_id": cid, "output_type": calc.output,
                               "note_type": "synthetic", "distractors": case.distractors},
                 )
-                records.append(({"task": task.model_dump(), "truth": truth.model_dump()},
-                                case.note))
+                records.append((self.record(task, truth), case.note))
         return records
 
     # -- prompting ----------------------------------------------------------------------

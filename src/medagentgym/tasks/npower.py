@@ -25,12 +25,14 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, ValidationError
 
 from medagentgym.data import home as _home
 from medagentgym.errors import ConfigurationError
-from medagentgym.tasks import cache as task_cache
-from medagentgym.tasks.family import TaskFamily
+from medagentgym.tasks.base import DatasetFamily, DatasetOptions
+from medagentgym.tasks.family import option
 from medagentgym.types import Grade, GroundTruth, Provenance, Task
 
 CACHE_VERSION = 1
@@ -131,37 +133,42 @@ def import_official(path: str | os.PathLike[str], split: str = "test", *,
                       "question": question},
         )
         solution = f"answer = {value!r}  # the documented answer of the official task file\n"
-        tasks.append(task.with_truth(_truth(target, value, solution, source="official")))
+        try:
+            truth = _truth(target, value, solution, source="official")
+        except ValidationError as exc:
+            why = exc.errors(include_url=False)[0]["msg"]
+            raise ConfigurationError(f"{path} task {i}: {why}") from None
+        tasks.append(task.with_truth(truth))
     return tasks
 
 
-class NPowerFamily(TaskFamily):
+class NPowerOptions(DatasetOptions):
+    """Options of N-PowerAI."""
+
+    source: Literal["auto", "synthetic", "official"] = option(
+        "auto", "the registered official release when present (auto), or one of them")
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = option(0, "seed of the generator")
+    train_size: int = option(960, "synthetic training tasks", ge=1, client_le=10_000)
+    test_size: int = option(240, "synthetic test tasks", ge=1, client_le=10_000)
+
+
+class NPowerFamily(DatasetFamily):
     """Sample size and power (see the module docstring)."""
 
     allowed_actions = ("validate_code", "debug", "terminal")
     preload = "science"
+    Options: ClassVar[type[NPowerOptions]] = NPowerOptions
+    cache_version = CACHE_VERSION
 
-    def __init__(
-        self,
-        spec: Any,
-        *,
-        source: str = "auto",
-        seed: int = 0,
-        train_size: int = 960,
-        test_size: int = 240,
-        database: str = "auto",  # accepted for CLI uniformity; this family has no database
-        home: str | os.PathLike[str] | None = None,
-    ) -> None:
-        super().__init__(spec)
-        if source not in ("auto", "synthetic", "official"):
-            raise ConfigurationError(f"npowerai: source must be auto, synthetic or official, "
-                                     f"not {source!r}")
-        self.source = source
-        self.seed = seed
-        self.train_size = train_size
-        self.test_size = test_size
-        self.home = home
-        self._splits: dict[str, list[Task]] = {}
+    options: NPowerOptions
+
+    @property
+    def source(self) -> str:
+        return self.options.source
+
+    @property
+    def seed(self) -> int:
+        return self.options.seed
 
     # -- tasks ------------------------------------------------------------------------
     def _official_record(self) -> dict[str, Any] | None:
@@ -172,15 +179,10 @@ class NPowerFamily(TaskFamily):
             return self.source
         return "official" if self._official_record() else "synthetic"
 
-    def load_tasks(self, split: str) -> list[Task]:
-        if split not in self._splits:
-            if self.resolved_source() == "official":
-                self._splits[split] = self._load_official(split)
-            else:
-                self._splits.update(self._load_synthetic())
-        if split not in self._splits:
-            raise ConfigurationError(f"{self.name}: no split {split!r}")
-        return self._splits[split]
+    def load_splits(self, split: str) -> dict[str, list[Task]]:
+        if self.resolved_source() == "official":
+            return {split: self._load_official(split)}
+        return super().load_splits(split)
 
     def _load_official(self, split: str) -> list[Task]:
         rec = self._official_record()
@@ -194,18 +196,18 @@ class NPowerFamily(TaskFamily):
                                      f"(has: {', '.join(files) or 'none'})")
         return import_official(files[split]["path"], split, dataset=self.name)
 
-    def _cache_file(self) -> Path:
-        return task_cache.cache_path(self.name, "synthetic", {
-            "v": CACHE_VERSION, "gen": GENERATOR_VERSION, "seed": self.seed,
-            "train": self.train_size, "test": self.test_size}, self.home)
+    def cache_prefix(self) -> str:
+        return "synthetic"
 
-    def _load_synthetic(self) -> dict[str, list[Task]]:
-        return task_cache.load_or_build(
-            self._cache_file(), self._build_records, splits=self.spec.splits,
-            builder=f"{__name__}.NPowerFamily", dataset=self.name, seed=self.seed,
-            generator_version=GENERATOR_VERSION)
+    def cache_key(self) -> dict[str, Any]:
+        o = self.options
+        return {"gen": GENERATOR_VERSION, "seed": o.seed, "train": o.train_size,
+                "test": o.test_size}
 
-    def _build_records(self) -> list[dict[str, Any]]:
+    def cache_manifest(self) -> dict[str, Any]:
+        return {"seed": self.seed, "generator_version": GENERATOR_VERSION}
+
+    def build_records(self) -> list[dict[str, Any]]:
         try:
             from medagentgym.tasks.power import templates
         except ImportError as exc:
@@ -213,8 +215,8 @@ class NPowerFamily(TaskFamily):
                 f"npowerai needs scipy and statsmodels ({exc.name} is missing): "
                 "pip install 'medagentgym[science]'") from None
 
-        test = templates.generate(self.test_size, seed=10_000 + self.seed)
-        train = templates.generate(self.train_size, seed=self.seed,
+        test = templates.generate(self.options.test_size, seed=10_000 + self.seed)
+        train = templates.generate(self.options.train_size, seed=self.seed,
                                    exclude={p.question for p in test})
         records = []
         for split, problems in (("train", train), ("test", test)):
@@ -231,7 +233,7 @@ class NPowerFamily(TaskFamily):
                 )
                 truth = _truth(p.estimate_target, p.answer, p.oracle, source="synthetic",
                                params=p.params)
-                records.append({"task": task.model_dump(), "truth": truth.model_dump()})
+                records.append(self.record(task, truth))
         return records
 
     # -- prompting --------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The dataset registry: names -> task families, never an if/elif on names.
 
-A dataset is a :class:`DatasetSpec`: a family (``"module:Class"``, imported lazily) plus the
-options that configure it. Adding a dataset to an existing family is one ``register`` call.
+A dataset is a :class:`~medagentgym.tasks.family.DatasetSpec`: a family (``"module:Class"``,
+imported lazily) plus the options that fix its identity, the databases it runs on and the
+sources its tasks come from. Adding a dataset to an existing family is one ``register`` call.
 """
 
 from __future__ import annotations
@@ -9,34 +10,17 @@ from __future__ import annotations
 import difflib
 import importlib
 import threading
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from medagentgym.errors import ConfigurationError
+from medagentgym.tasks.family import DatasetSpec
 
 if TYPE_CHECKING:
-    from medagentgym.tasks.family import TaskFamily
+    from medagentgym.tasks.family import FamilyOptions, TaskFamily
     from medagentgym.types import Task
 
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    family: str  # "module:Class"
-    description: str
-    scenario: str
-    version: int = 1
-    options: dict[str, Any] = field(default_factory=dict)
-    in_distribution: bool = True
-    licence: str = ""
-    splits: tuple[str, ...] = ("train", "test")
-    #: open sources (``medagentgym data pull NAME``) the dataset's tasks come from
-    sources: tuple[str, ...] = ()
-
-    @property
-    def env_id(self) -> str:
-        return f"medagentgym/{self.name}-v{self.version}"
-
+__all__ = ["DatasetSpec", "clear_cache", "datasets_using", "family_class", "get_family",
+           "get_spec", "list_datasets", "load_tasks", "options_model", "register"]
 
 _REGISTRY: dict[str, DatasetSpec] = {}
 _FAMILIES: dict[tuple[str, str], TaskFamily] = {}
@@ -46,6 +30,11 @@ _lock = threading.Lock()
 def register(spec: DatasetSpec) -> DatasetSpec:
     if spec.name in _REGISTRY and _REGISTRY[spec.name] != spec:
         raise ConfigurationError(f"dataset {spec.name!r} is already registered differently")
+    if spec.databases:
+        from medagentgym.data.databases import get_database
+
+        for db_id in spec.databases:
+            get_database(db_id)  # a one-line error for an unregistered database
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -65,15 +54,42 @@ def get_spec(name: str) -> DatasetSpec:
         f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(_REGISTRY)}")
 
 
+def datasets_using(db_id: str) -> list[str]:
+    """The registered datasets that run on database ``db_id``."""
+    return [name for name, spec in _REGISTRY.items() if db_id in spec.databases]
+
+
+def family_class(name: str) -> type[TaskFamily]:
+    """The family class of a dataset (its module imported on first use)."""
+    spec = get_spec(name)
+    module, _, cls = spec.family.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def options_model(name: str) -> type[FamilyOptions]:
+    """The typed options of a dataset's family."""
+    return family_class(name).Options
+
+
 def get_family(name: str, **options: Any) -> TaskFamily:
-    """The (cached) family instance for a dataset, configured by its spec and ``options``."""
+    """The (cached) family instance for a dataset, configured by its spec and ``options``.
+
+    ``options`` are validated against the family's options model (a one-line
+    ConfigurationError listing the valid ones); the spec's own options and options of
+    ``identity`` scope are the dataset's and cannot be given."""
     spec = get_spec(name)
     key = (spec.name, repr(sorted(options.items())))
     with _lock:
         fam = _FAMILIES.get(key)
         if fam is None:
-            module, _, cls = spec.family.partition(":")
-            family_cls = getattr(importlib.import_module(module), cls)
+            family_cls = family_class(spec.name)
+            fixed = sorted(k for k in options
+                           if k in spec.options or (k in family_cls.Options.model_fields
+                                                    and family_cls.Options.scope(k) == "identity"))
+            if fixed:
+                raise ConfigurationError(
+                    f"{spec.name}: {', '.join(fixed)} is fixed by the dataset and cannot be "
+                    "given as an option (register another dataset for another value)")
             fam = family_cls(spec, **{**spec.options, **options})
             _FAMILIES[key] = fam
         return fam
@@ -99,17 +115,18 @@ _EHR = "medagentgym.tasks.ehr_sql:EhrSqlFamily"
 
 for _spec in (
     DatasetSpec("mimic_iii", _EHR, "EHRSQL questions answered with code over MIMIC-III",
-                "EHR database QA", options={"db_id": "mimic_iii"}, licence="CC BY 4.0 (questions)",
-                sources=("ehrsql",)),
+                "EHR database QA", licence="CC BY 4.0 (questions)", sources=("ehrsql",),
+                databases=("mimic_iii",)),
     DatasetSpec("eicu", _EHR, "EHRSQL questions answered with code over eICU",
-                "EHR database QA", options={"db_id": "eicu"}, licence="CC BY 4.0 (questions)",
-                sources=("ehrsql",)),
+                "EHR database QA", licence="CC BY 4.0 (questions)", sources=("ehrsql",),
+                databases=("eicu",)),
     DatasetSpec("treqs", _EHR, "MIMICSQL (TREQS) questions over the 5-table MIMIC schema",
-                "EHR database QA", options={"db_id": "treqs"}, licence="MIT (questions)",
-                sources=("treqs",)),
+                "EHR database QA", licence="MIT (questions)", sources=("treqs",),
+                databases=("treqs",)),
     DatasetSpec("ehr_seqsql", _EHR, "Chains of related EHRSQL questions about one patient",
-                "EHR database QA (sequential)", options={"db_id": "mimic_iii", "mode": "sequence"},
-                in_distribution=False, licence="CC BY 4.0 (questions)", sources=("ehrsql",)),
+                "EHR database QA (sequential)", options={"mode": "sequence"},
+                in_distribution=False, licence="CC BY 4.0 (questions)", sources=("ehrsql",),
+                databases=("mimic_iii",)),
 ):
     register(_spec)
 
