@@ -616,7 +616,7 @@ def test_cheats_score_zero(env_family):
         env.reset(options={"task_id": low5.id})
         from medagentgym.tasks.medagentbench import _PRELUDE
 
-        mrn = low5.truth.value["mrn"]
+        mrn = low5.truth.extra["case"]["mrn"]
         spray = _PRELUDE + f"""
 recent = [x for x in labs({mrn!r}, "MG") if x[0] >= NOW - timedelta(hours=24)]
 answer = recent[-1][1]

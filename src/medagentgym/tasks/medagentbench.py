@@ -70,11 +70,31 @@ def _source(directory: str) -> Any:
     return src, cases, Seed(build_seed_resources(src, cases))
 
 
+#: task types whose answer is one number: their truth is ``numeric`` (the value, within the
+#: grader's tolerance), so tools that read ground truths see the gold value; the grader still
+#: checks the writes (none, or the order) from the case in ``extra["case"]``
+NUMERIC_TYPES = {2: 0.0, 4: 1e-6, 5: 1e-6, 6: 0.1, 7: 1e-6, 9: 1e-6}
+
+
+def truth_of(case: dict) -> GroundTruth:
+    solution = oracle_code(case)
+    tol = NUMERIC_TYPES.get(case["type"])
+    if tol is None:
+        return GroundTruth(kind="service_state", value=case, solution=solution)
+    v = case["answer"]
+    return GroundTruth(kind="numeric", value=v, solution=solution,
+                       extra={"lower": v - tol, "upper": v + tol, "case": case})
+
+
+def case_of(truth: GroundTruth) -> dict:
+    return truth.extra["case"] if truth.kind == "numeric" else truth.value
+
+
 class MedAgentBenchFamily(DatasetFamily):
     """MedAgentBench's ten task types on the embedded FHIR server."""
 
     Options: ClassVar[type[DatasetOptions]] = MedAgentBenchOptions
-    cache_version: ClassVar[int] = 1
+    cache_version: ClassVar[int] = 2
     needs_answer = True
     allowed_actions = ("validate_code", "debug", "terminal")
 
@@ -113,8 +133,7 @@ class MedAgentBenchFamily(DatasetFamily):
                         provenance=prov.model_copy(update={"original_id": case["id"]}),
                         allowed_actions=self.allowed_actions,
                         metadata={"task_type": case["type"], "branch": case["branch"]})
-            truth = GroundTruth(kind="service_state", value=case, solution=oracle_code(case))
-            yield self.record(task, truth)
+            yield self.record(task, truth_of(case))
 
     def instructions(self, task: Task) -> str:
         return INSTRUCTIONS
@@ -131,7 +150,7 @@ class MedAgentBenchFamily(DatasetFamily):
         svc = ctx.services.get("fhir") if ctx.services else None
         if svc is None:
             return Grade.wrong("the FHIR server of this episode is not available")
-        case = ctx.task.truth.value
+        case = case_of(ctx.task.truth)
         correct, reason = grade_case(case, ctx.answer, ctx.has_answer, svc.writes,
                                      bug_compatible=self.options.bug_compatible)
         return Grade.right(reason) if correct else Grade.wrong(reason)

@@ -140,3 +140,9 @@ register(DatasetSpec(
     "Sample size and power for six families of statistical tests",
     "Statistical study design", in_distribution=False,
     licence="Apache-2.0 (generated); official release: unspecified"))
+
+# --- MedAgentBench on the embedded FHIR server (issue 13) --------------------------------
+register(DatasetSpec(
+    "medagentbench", "medagentgym.tasks.medagentbench:MedAgentBenchFamily",
+    "MedAgentBench: read and write a FHIR R4 EHR (embedded server, reset per episode)",
+    "EHR agent (FHIR)", licence="MIT (tasks)", sources=("medagentbench",)))
