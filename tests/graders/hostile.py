@@ -112,10 +112,18 @@ def _ehr(dataset: str, family: Any) -> list[tuple[Task, int, Any]]:
         truth = GroundTruth(kind="sequence", value=[[(7,)], drugs])
         task = _task(dataset, 0, truth, questions=["How many?", "Which drugs?"])
         return [(task, 0, [[7]]), (task, 1, [list(r) for r in drugs])]
+    top = [("a",), ("b",), ("c",), ("d",), ("e",)]  # a tied "top 3" (EHRSQL dense_rank)
+    top_spec = {"count": False, "top_n": 3, "ranks": [1, 1, 2, 2, 3]}
+    repeated = [("aspirin",), ("aspirin",), ("heparin",)]
     return [
         (_task(dataset, 0, GroundTruth(kind="sql_rows", value=[(7,)])), 0, [[7]]),
         (_task(dataset, 1, GroundTruth(kind="sql_rows", value=drugs)), 0, [list(r) for r in drugs]),
         (_task(dataset, 2, GroundTruth(kind="sql_rows", value=None), is_impossible=True), 0, None),
+        (_task(dataset, 3, GroundTruth(kind="sql_rows", value=top, extra={"grading": top_spec})),
+         0, ["a", "b", "c"]),
+        (_task(dataset, 4, GroundTruth(kind="sql_rows", value=repeated,
+                                       extra={"grading": {"count": False}})),
+         0, ["aspirin", "heparin"]),
     ]
 
 

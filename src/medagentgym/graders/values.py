@@ -21,8 +21,12 @@ Normalisation (:func:`normalize_scalar`) decides what "the same value" means:
   (``"y"``, ``"f"``…) stay strings: ``"F"`` is a gender.
 * **dates** — ``YYYY-MM-DD``, ``YYYY/MM/DD`` and ``MM/DD/YYYY`` (``DD/MM/YYYY`` when the
   first number cannot be a month), optionally followed by ``[ T]HH:MM[:SS[.ffffff]]`` and a
-  UTC offset (the offset is dropped: the wall-clock time is compared). A date without a time
-  equals the same date at midnight.
+  UTC offset (the offset is dropped: the wall-clock time is compared), are read directly;
+  every other common written form — month names (``"January 10, 2104 13:59"``,
+  ``"10 Jan 2104"``, ``"Mon, 10-Jan-2104 1:59 PM"``), ``DD.MM.YYYY``-style separators — is
+  read by ``dateutil`` when the text names a four-digit year, a month and a day (a month and a
+  year alone, or a bare year, stay strings). A date without a time equals the same date at
+  midnight; a time must be written with a colon or am/pm to count.
 * **strings** — whitespace is trimmed and collapsed and the case is folded (unless
   ``case_sensitive``). A string never equals a number or a date: ``"The answer is 5"`` is not
   ``5``.
@@ -40,11 +44,14 @@ answer (it may reveal the *shape* of the expected result, such as its number of 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from dateutil import parser as _dateutil
 
 from medagentgym.graders.bounds import (
     MAX_ITEMS,
@@ -60,6 +67,7 @@ __all__ = [
     "DEFAULT_REL_TOL",
     "GradeResult",
     "date_match",
+    "ehr_answer_match",
     "exact_match",
     "normalize_scalar",
     "numeric_match",
@@ -127,6 +135,51 @@ def _parse_date(s: str) -> dt.date | None:
     return None
 
 
+_MONTH_NAME = re.compile(
+    r"(?<![a-z])(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?(?![a-z])",
+    re.IGNORECASE,
+)
+_YEAR4 = re.compile(r"(?<!\d)\d{4}(?!\d)")
+_CLOCK = re.compile(
+    r"(?<!\d)\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s*[ap]\.?m\.?(?![a-z]))?"
+    r"|(?<!\d)\d{1,2}\s*[ap]\.?m\.?(?![a-z])",
+    re.IGNORECASE,
+)
+_DAY_TOKEN = re.compile(r"(?<![\d.])\d{1,2}(?:st|nd|rd|th)?(?![\d.])", re.IGNORECASE)
+_NUMERIC_DATE = re.compile(
+    r"(?<!\d)(?:\d{1,2}([./-])\d{1,2}\1\d{4}|\d{4}([./-])\d{1,2}\2\d{1,2})(?!\d)"
+)
+_WORD_DATE_CHARS = 80  # longer text is never read as a date
+_DATEUTIL_DEFAULT = dt.datetime(2000, 1, 1)
+
+
+def _parse_written_date(s: str) -> dt.date | None:
+    """A date (or date and time) written in any other common form, read by ``dateutil``.
+
+    Only text that names exactly one four-digit year, a month (by name, or as part of a
+    ``D/M/YYYY``-style group) and a day is tried, so that ``"may"``, ``"jan 2104"`` or a drug
+    name with a number never become dates; the year read must be the one written."""
+    if len(s) > _WORD_DATE_CHARS:
+        return None
+    years = _YEAR4.findall(s)
+    if len(years) != 1:
+        return None
+    has_time = _CLOCK.search(s) is not None
+    rest = _YEAR4.sub(" ", _CLOCK.sub(" ", s), count=1)
+    if _MONTH_NAME.search(rest):
+        if len(_DAY_TOKEN.findall(_MONTH_NAME.sub(" ", rest))) != 1:
+            return None
+    elif not _NUMERIC_DATE.search(s):
+        return None
+    try:
+        value = _dateutil.parse(s, default=_DATEUTIL_DEFAULT, ignoretz=True)
+    except Exception:  # any parser failure means "not a date"
+        return None
+    if not isinstance(value, dt.datetime) or value.year != int(years[0]):
+        return None
+    return value if has_time else value.date()
+
+
 def _normalize_str(s: str, case_sensitive: bool) -> Scalar:
     s = _WS.sub(" ", s).strip()
     if not s:
@@ -145,6 +198,10 @@ def _normalize_str(s: str, case_sensitive: bool) -> Scalar:
         return value if math.isfinite(value) else None
     if s[0].isdigit():
         date = _parse_date(s)
+        if date is not None:
+            return date
+    if len(s) <= _WORD_DATE_CHARS and _YEAR4.search(s):
+        date = _parse_written_date(s)
         if date is not None:
             return date
     return s if case_sensitive else folded
@@ -376,7 +433,10 @@ def _rows_equal(a: tuple, b: tuple, rel_tol: float, abs_tol: float) -> bool:
 def _multiset_match(
     gold: list[tuple], pred: list[tuple], rel_tol: float, abs_tol: float
 ) -> tuple[bool, int]:
-    """Match rows one-to-one; return (all matched, number of gold rows left unmatched)."""
+    """Match rows one-to-one; return (all matched, number of gold rows left unmatched).
+
+    With more ``pred`` rows than ``gold`` rows, "all matched" means ``gold`` is a
+    sub-multiset of ``pred``."""
     by_key: dict[Any, list[int]] = {}
     for i, row in enumerate(pred):
         by_key.setdefault(tuple(_hash_key(v) for v in row), []).append(i)
@@ -393,7 +453,11 @@ def _multiset_match(
     rest_pred = [row for row, u in zip(pred, used, strict=True) if not u]
     rest_gold.sort(key=_sort_key)
     rest_pred.sort(key=_sort_key)
-    if all(_rows_equal(g, p, rel_tol, abs_tol) for g, p in zip(rest_gold, rest_pred, strict=True)):
+    if len(rest_gold) > len(rest_pred):
+        return False, len(rest_gold) - len(rest_pred)
+    if len(rest_gold) == len(rest_pred) and all(
+        _rows_equal(g, p, rel_tol, abs_tol) for g, p in zip(rest_gold, rest_pred, strict=True)
+    ):
         return True, 0  # sorted orders line up: the usual case when only floats differ
     if len(rest_gold) <= _KUHN_LIMIT:
         # small: a maximum bipartite matching (tolerant equality is not transitive)
@@ -454,6 +518,10 @@ def sql_result_match(
     rel_tol: float = DEFAULT_REL_TOL,
     abs_tol: float = DEFAULT_ABS_TOL,
     case_sensitive: bool = False,
+    allow_dedup: bool = False,
+    any_column_order: bool = False,
+    top_n: int | None = None,
+    ranks: Sequence[int] | None = None,
 ) -> GradeResult:
     """Compare an agent's ``answer`` with the rows of the gold SQL query.
 
@@ -465,8 +533,21 @@ def sql_result_match(
     order; a leading ``index`` column that pandas added is dropped when it is the only extra
     one), a dict (one row; ``{key: value}`` rows when gold has two columns; a dict of equal-length
     lists is a table of columns). A gold result that is empty or only NULLs is matched by
-    ``None``, ``[]``, ``""``, NaN or NULL rows. Nothing else is accepted: not a superset, not
-    a list of candidates, not a string that contains the answer.
+    ``None``, ``[]``, ``""``, NaN or NULL rows.
+
+    Also accepted, when asked for (the EHR datasets do: :func:`ehr_answer_match`):
+
+    * ``allow_dedup`` — the gold's distinct rows, each once (the answer a person gives when
+      the gold SQL repeats a row; never for questions that ask for a count);
+    * ``any_column_order`` — the same rows with the columns in another order (up to
+      :data:`MAX_PERMUTED_COLUMNS` columns);
+    * ``top_n`` with ``ranks`` (the dense rank of each gold row, as EHRSQL's
+      ``dense_rank() ... <= N`` computes it, so the gold may hold more than N rows) — exactly
+      N rows that some tie-breaking puts first (every row ranked above the N-th row's rank
+      group, and the rest from that group), or every row up to and including that group.
+
+    Nothing else is accepted: not a superset, not a list of candidates, not a string that
+    contains the answer.
     """
     if isinstance(gold_rows, str | bytes | Mapping) or not isinstance(gold_rows, Sequence):
         gold_rows = [gold_rows]  # a bare scalar (or one row as a dict) is one row
@@ -498,15 +579,13 @@ def sql_result_match(
         )
 
     mode = "in order" if ordered else ("as a set" if distinct else "as a multiset")
+    gold_cmp = _dedupe(gold) if distinct else gold
+    targets = _targets(gold_cmp, ordered=ordered or distinct, allow_dedup=allow_dedup,
+                       top_n=top_n, ranks=ranks)
+    sizes = {t.size for t in targets}
     best: tuple[int, str] | None = None  # (rank, reason): the most informative failure
     for how, rows in readings:
-        pred = [_normalize_row(r, case_sensitive) for r in rows]
-        if distinct:
-            pred = _dedupe(pred)
-            gold_cmp = _dedupe(gold)
-        else:
-            gold_cmp = gold
-        bad_width = sorted({len(r) for r in pred} - {width}) if width is not None else []
+        bad_width = sorted({len(r) for r in rows} - {width}) if width is not None else []
         if bad_width:
             reason = (
                 f"wrong: the answer was read as {how} with {bad_width[0]} column(s), "
@@ -514,23 +593,36 @@ def sql_result_match(
             )
             best = min(best or (3, reason), (3, reason))
             continue
-        if len(pred) != len(gold_cmp):
+        if not distinct and len(rows) not in sizes:  # cheap: before any normalisation
             reason = (
-                f"wrong: the answer was read as {how} ({_shape(pred)}); the expected "
+                f"wrong: the answer was read as {how} ({_shape(rows)}); the expected "
                 f"result has a different number of rows"
             )
             best = min(best or (2, reason), (2, reason))
             continue
-        if ordered:
-            ok = all(
-                _rows_equal(g, p, rel_tol, abs_tol) for g, p in zip(gold_cmp, pred, strict=True)
-            )
-        else:
-            ok, _ = _multiset_match(gold_cmp, pred, rel_tol, abs_tol)
-        if ok:
-            return GradeResult.right(
-                f"correct: the answer ({how}) matches the expected result {mode}"
-            )
+        pred = [_normalize_row(r, case_sensitive) for r in rows]
+        if distinct:
+            pred = _dedupe(pred)
+            if len(pred) not in sizes:
+                reason = (
+                    f"wrong: the answer was read as {how} ({_shape(pred)}); the expected "
+                    f"result has a different number of rows"
+                )
+                best = min(best or (2, reason), (2, reason))
+                continue
+        orders = [None]
+        if any_column_order and width is not None and 1 < width <= MAX_PERMUTED_COLUMNS:
+            orders += [p for p in itertools.permutations(range(width)) if p != tuple(range(width))]
+        for order in orders:
+            cand = pred if order is None else [tuple(r[i] for i in order) for r in pred]
+            for target in targets:
+                if target.size != len(cand):
+                    continue
+                if target.accepts(cand, ordered, rel_tol, abs_tol):
+                    cols = "" if order is None else ", with its columns in another order"
+                    return GradeResult.right(
+                        f"correct: the answer ({how}{cols}) matches {target.label} {mode}"
+                    )
         reason = (
             f"wrong: the answer was read as {how} ({_shape(pred)}), the right shape, but its "
             f"values do not match the expected result ({mode})"
@@ -544,6 +636,96 @@ def sql_result_match(
             f"pred={_short(predicted, _DETAIL_CHARS // 2)}"
         ),
     )
+
+
+MAX_PERMUTED_COLUMNS = 4  # column orders tried: at most 4! = 24
+
+
+def ehr_answer_match(
+    predicted: Any, gold_rows: Sequence[Any], grading: Mapping[str, Any] | None = None
+) -> GradeResult:
+    """:func:`sql_result_match` as the EHR question-answering datasets grade.
+
+    ``grading`` is what the task builder stored with the gold
+    (:func:`medagentgym.tasks.ehrsql_instances.grading_spec`): ``count`` (the question asks
+    for a count, so repeated rows are information), ``top_n`` and ``ranks`` (a tied "top N"
+    question). Columns may come in any order; a de-duplicated answer is accepted unless the
+    question asks for a count (or nothing says it does not); "top N" accepts exactly N rows
+    of the tied set as well as the whole set. A malformed ``grading`` is ignored."""
+    spec = grading if isinstance(grading, Mapping) else {}
+    top_n = spec.get("top_n")
+    ranks = spec.get("ranks")
+    return sql_result_match(
+        predicted,
+        gold_rows,
+        allow_dedup=spec.get("count") is False,
+        any_column_order=True,
+        top_n=top_n if isinstance(top_n, int) else None,
+        ranks=ranks if isinstance(ranks, list | tuple) else None,
+    )
+
+
+class _Target:
+    """One acceptable form of the gold: ``rows`` exactly (as a multiset, or in order), or —
+    for a tied "top N" — ``size`` rows holding every row of ``required`` and the rest from
+    ``pool``."""
+
+    def __init__(self, label: str, rows: list[tuple], *, pool: list[tuple] | None = None,
+                 size: int | None = None) -> None:
+        self.label = label
+        self.rows = rows
+        self.pool = pool
+        self.size = len(rows) if size is None else size
+
+    def accepts(self, pred: list[tuple], ordered: bool, rel_tol: float, abs_tol: float) -> bool:
+        if self.pool is None:
+            if ordered:
+                return all(
+                    _rows_equal(g, p, rel_tol, abs_tol)
+                    for g, p in zip(self.rows, pred, strict=True)
+                )
+            return _multiset_match(self.rows, pred, rel_tol, abs_tol)[0]
+        # top N with ties: the required rows are all there, and every row is a gold row
+        return (
+            _multiset_match(self.rows, pred, rel_tol, abs_tol)[0]
+            and _multiset_match(pred, self.rows + self.pool, rel_tol, abs_tol)[0]
+        )
+
+
+def _targets(gold: list[tuple], *, ordered: bool, allow_dedup: bool, top_n: int | None,
+             ranks: Sequence[int] | None) -> list[_Target]:
+    targets = [_Target("the expected result", gold)]
+    if allow_dedup and not ordered:
+        distinct_rows = _dedupe(gold)
+        if len(distinct_rows) < len(gold):
+            targets.append(_Target("the expected result without its repeated rows",
+                                   distinct_rows))
+    if (
+        top_n is None or ranks is None or ordered or isinstance(top_n, bool)
+        or not isinstance(top_n, int) or top_n < 1 or len(ranks) != len(gold)
+        or len(gold) <= top_n
+        or not all(isinstance(r, int) and not isinstance(r, bool) for r in ranks)
+    ):
+        return targets
+    groups: dict[int, list[tuple]] = {}
+    for row, rank in zip(gold, ranks, strict=True):
+        groups.setdefault(rank, []).append(row)
+    above: list[tuple] = []
+    for rank in sorted(groups):
+        group = groups[rank]
+        if len(above) + len(group) >= top_n:
+            if len(above) + len(group) == top_n:
+                targets.append(_Target(f"the top {top_n} rows", above + group))
+            else:
+                targets.append(_Target(
+                    f"{top_n} rows of the expected top-{top_n} result (ties broken either way)",
+                    above, pool=group, size=top_n))
+                if len(above) + len(group) < len(gold):
+                    targets.append(_Target(f"the top {top_n} rows with their ties",
+                                           above + group))
+            break
+        above += group
+    return targets
 
 
 def _shape(rows: list[tuple]) -> str:
