@@ -12,7 +12,9 @@ Public API
 ``load_ehrsql_items`` / ``load_templates`` (EHRSQL) · ``load_treqs`` (MIMICSQL) ·
 ``instantiate`` / ``instantiate_with_report`` / ``instantiate_treqs`` · ``split_instances`` ·
 ``build_sequences`` (EHR-SeqSQL-style chains) · ``load_official`` (MedAgentGym task files) ·
-``normalize_sql`` / ``fill_sql`` / ``fill_question`` / ``execute_sql``.
+``normalize_sql`` / ``fill_sql`` / ``fill_question`` / ``execute_sql`` · ``grading_spec``
+(how an answer is graded) · ``reversed_copy`` / ``rows_key`` (the tie check) ·
+``constant_key`` (the answer cap).
 
 Templates (EHRSQL)
 ------------------
@@ -70,22 +72,42 @@ Further slots are drawn from the same patient's rows of their own source (distin
 draw only patients with one; templates with a fixed relative period ("this year", "last
 month") prefer rows in that period; vital-sign "normal" templates only vitals with a known
 range. Each candidate is executed (progress-handler timeout); empty or NULL-only results are
-rejected, a zero count is accepted only when nothing better turned up. The random generator of
-a template is seeded from ``(seed, template id)``: results are deterministic and do not depend
-on which other templates are instantiated.
+rejected. The random generator of a template is seeded from ``(seed, template id)``: results
+are deterministic, and — before the answer cap below — do not depend on which other templates
+are instantiated.
+
+Gold that is right whatever an agent does (:func:`instantiate_with_report`)
+---------------------------------------------------------------------------
+* **Answerable only** by default (the paper's split has no unanswerable question);
+  ``include_impossible=True`` adds them (category ``unanswerable``, gold: abstain).
+* **Tie-safe**: each candidate's gold SQL also runs on :func:`reversed_copy` of the database
+  (every table's rows stored in reverse order); a candidate whose result changes — "the last
+  procedure of patient X" when two procedures share the time, a ``GROUP BY`` representative —
+  is dropped and another sampled (``report.dropped_tie``).
+* **No answer a constant can hit**: within a template a lone 0 or 1, or the single value of an
+  instance already kept, only when nothing else turned up; yes/no templates (``select
+  count(*)>0``) get "yes" and "no" in turn (a "no" asks about another patient); across the
+  dataset no single value may be the whole answer of more than ``max_answer_share``
+  (:data:`MAX_ANSWER_SHARE`, 1.25 %) of the instances — the excess is left out, from the
+  templates with the most instances first (``report.answer_capped``). This leaves out most
+  yes/no templates (they can only answer 0/1).
+* **Grading spec** (:func:`grading_spec`, stored with the gold): ``count`` (the question asks
+  for a count: repeated rows are information, a de-duplicated answer is wrong), ``top_n`` and
+  ``ranks`` (EHRSQL's "top N" ranks with ``dense_rank() <= N``: the dense rank of each gold
+  row, found by re-running with ``<= k``, so that exactly N rows of a tied set are accepted).
 
 TREQS: conditions ``table.'column' <op> 'value'`` are the slots (``{table}_{column}``); values
 are drawn from the rows of one anchor admission (``hadm_id``) so that all conditions hold
 together (``<`` / ``>`` thresholds are moved past the anchor's value).
 
 Coverage (``per_template=3``, seed 0; answerable templates → templates with ≥1 instance →
-instances), measured when this was written — ``tests/tasks/test_ehrsql_instances.py`` prints
-the live numbers:
+templates kept after the answer cap → instances), measured when this was written —
+``tests/tasks/test_ehrsql_instances.py`` prints the live numbers:
 
-* synthetic (100 patients): mimic_iii 1322 → 1289 → 3646; eicu 1343 → 1331 → 3786;
-  treqs 721 → 721 → 2158.
-* open demo (imported): mimic_iii 1322 → 1246 → 3482; eicu 1343 → 1065 → 3017 (the mirror
-  lacks ``lab`` and ``vitalperiodic``); treqs 721 → 721 → 2150.
+* synthetic (100 patients): mimic_iii 1322 → 1281 → 1113 → 2793; eicu 1343 → 1330 → 1181 →
+  3006; treqs 721 → 721 → 720 → 1796.
+* open demo (imported): mimic_iii 1322 → 1233 → 1084 → 2693 (see docs/datasets.md for eicu,
+  whose mirror lacks ``lab`` and ``vitalperiodic``, and treqs).
 
 What cannot be instantiated: EHRSQL items whose SQL hard-codes event timestamps (5 MIMIC-III,
 11 eICU "change between two measurements" items: skipped), questions about a current ICU stay
@@ -115,30 +137,43 @@ from pydantic import BaseModel, Field
 
 __all__ = [
     "DEFAULT_NOW",
+    "INSTANCES_VERSION",
+    "MAX_ANSWER_SHARE",
     "NORMAL_RANGES",
+    "TIE_CHECK_MAX_BYTES",
     "Instance",
     "InstantiationReport",
     "Sequence",
     "Template",
+    "asks_count",
     "build_sequences",
     "category_of",
+    "constant_key",
     "display_value",
     "execute_sql",
     "fill_question",
     "fill_sql",
+    "grading_spec",
     "instantiate",
     "instantiate_treqs",
     "instantiate_with_report",
+    "is_yes_no",
     "load_ehrsql_items",
     "load_official",
     "load_templates",
     "load_treqs",
     "normalize_sql",
+    "reversed_copy",
+    "rows_key",
     "split_instances",
     "templates_from_items",
+    "top_n_of",
+    "top_n_ranks",
 ]
 
 DEFAULT_NOW = "2105-12-31 23:59:00"
+#: bumped whenever the instances built from the same inputs change (task caches key on it)
+INSTANCES_VERSION = 2
 _TFMT = "%Y-%m-%d %H:%M:%S"
 
 # Normal ranges of vital signs used by EHRSQL's "has the <vital> been normal" questions
@@ -226,6 +261,8 @@ class Instance(BaseModel):
     answer: Any = None
     is_impossible: bool = False
     now: str | None = None
+    #: how the answer is graded (:func:`grading_spec`; :func:`medagentgym.graders.ehr_answer_match`)
+    grading: dict[str, Any] = Field(default_factory=dict)
 
 
 class Sequence(BaseModel):
@@ -243,6 +280,8 @@ class InstantiationReport(BaseModel):
     templates: int = 0
     templates_impossible: int = 0
     templates_instantiated: int = 0
+    #: templates with at least one instance before ``max_answer_share`` left some out
+    templates_sampled: int = 0
     instances: int = 0
     attempts: int = 0
     dropped_empty: int = 0
@@ -250,6 +289,26 @@ class InstantiationReport(BaseModel):
     dropped_timeout: int = 0
     dropped_too_large: int = 0
     zero_answers: int = 0
+    #: how tie-dependent gold was detected ("reversed-copy", or why it was not checked)
+    tie_check: str = "off"
+    #: candidates dropped because their gold changed when only the row order changed
+    dropped_tie: int = 0
+    #: candidates whose gold is a lone 0 or 1 (kept only when a template has nothing better)
+    trivial_fallbacks: int = 0
+    #: yes/no questions (``select count(*)>0``) kept, and how many of them answer "yes"
+    yes_no_instances: int = 0
+    yes_no_yes: int = 0
+    #: instances left out so that no single answer value exceeds ``max_answer_share``
+    answer_capped: int = 0
+    answer_capped_values: dict[str, int] = Field(default_factory=dict)
+    #: instances whose question asks for "top N" (EHRSQL ``dense_rank() <= N``), and those
+    #: whose gold holds more than N rows because of ties (graded with their ranks)
+    top_n_instances: int = 0
+    top_n_gold_gt_n: int = 0
+    #: instances whose gold repeats a row (a de-duplicated answer is accepted unless the
+    #: question asks for a count)
+    duplicate_row_golds: int = 0
+    count_questions: int = 0
     unknown_slots: dict[str, int] = Field(default_factory=dict)
     skipped: dict[str, int] = Field(default_factory=dict)
     by_category: dict[str, list[int]] = Field(default_factory=dict)
@@ -425,10 +484,22 @@ def _run(conn: sqlite3.Connection, sql: str, timeout_s: float, max_rows: int) ->
 
 
 def _run_counted(conn: sqlite3.Connection, sql: str, timeout_s: float,
-                 report: InstantiationReport) -> _ExecResult | None:
-    """Run a candidate's gold SQL; ``None`` (and the reason counted) when it is dropped."""
+                 report: InstantiationReport,
+                 tie_conn: sqlite3.Connection | None = None) -> _ExecResult | None:
+    """Run a candidate's gold SQL; ``None`` (and the reason counted) when it is dropped.
+
+    With ``tie_conn`` (the same database, rows stored in reverse order: :func:`reversed_copy`)
+    the SQL is run there too, and a candidate whose result differs — its gold depends on how
+    ties are broken — is dropped."""
     report.attempts += 1
     res = _run(conn, sql, timeout_s, 10_000)
+    if res.status == "ok" and res.rows is not None and not _is_empty(res.rows) and tie_conn:
+        again = _run(tie_conn, sql, timeout_s, 10_000)
+        if again.status != "ok" or again.rows is None:
+            res = again
+        elif rows_key(again.rows) != rows_key(res.rows):
+            report.dropped_tie += 1
+            return None
     if res.status != "ok" or res.rows is None:
         if res.status == "timeout":
             report.dropped_timeout += 1
@@ -443,12 +514,157 @@ def _run_counted(conn: sqlite3.Connection, sql: str, timeout_s: float,
     return res
 
 
+def _canon(v: Any) -> Any:
+    if isinstance(v, float):
+        if math.isfinite(v) and v == int(v) and abs(v) < 1e15:
+            return int(v)
+        return float(f"{v:.10g}")  # summation order may change the last bits
+    return v
+
+
+def rows_key(rows: Iterable[Iterable[Any]]) -> Counter:
+    """A result as a multiset of rows (floats to 10 significant digits), for comparing
+    the results of one query on two row orders."""
+    return Counter(json.dumps([_canon(v) for v in r], default=str) for r in rows)
+
+
+#: a database larger than this is not copied for the tie check (it is reported as skipped)
+TIE_CHECK_MAX_BYTES = 4 << 30
+
+
+def reversed_copy(src: str | Path, dst: str | Path) -> Path:
+    """Copy the SQLite database ``src`` to ``dst`` with every table's rows stored in reverse
+    order, so that whatever a query leaves to the row order (``ORDER BY ... LIMIT`` among
+    ties, bare columns of an aggregate, ``GROUP BY`` representatives) comes out the other way.
+    ``INTEGER PRIMARY KEY`` columns become plain keys (their values kept) so that the storage
+    order can change; indexes and views are recreated."""
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    out = sqlite3.connect(dst.as_uri(), uri=True)
+    try:
+        out.execute("pragma journal_mode = off")
+        out.execute("pragma synchronous = off")
+        out.execute("attach database ? as src", (src.as_uri() + "?mode=ro",))
+        objects = out.execute(
+            "select type, name, sql from src.sqlite_master where sql is not null "
+            "and name not like 'sqlite_%' order by type = 'table' desc, rowid"
+        ).fetchall()
+        for typ, name, sql in objects:
+            if typ != "table":
+                continue
+            out.execute(re.sub(r"\bINTEGER\s+PRIMARY\s+KEY\b", "INT PRIMARY KEY", sql,
+                               flags=re.IGNORECASE))
+            quoted = '"' + name.replace('"', '""') + '"'
+            out.execute(f"insert into main.{quoted} select * from src.{quoted} "
+                        "order by rowid desc")
+        out.commit()
+        for typ, _name, sql in objects:
+            if typ in ("index", "view"):
+                out.execute(sql)
+        out.commit()
+        analyzed = out.execute(
+            "select count(*) from src.sqlite_master where name = 'sqlite_stat1'").fetchone()[0]
+        out.execute("detach database src")
+        if analyzed:  # the same planner statistics as the original
+            out.execute("analyze")
+            out.commit()
+    finally:
+        out.close()
+    return dst
+
+
 def _is_empty(rows: list[list[Any]]) -> bool:
     return not rows or all(v is None for r in rows for v in r)
 
 
 def _is_zero(rows: list[list[Any]]) -> bool:
     return len(rows) == 1 and len(rows[0]) == 1 and rows[0][0] in (0, 0.0)
+
+
+def _is_trivial(rows: list[list[Any]]) -> bool:
+    """A lone 0 or 1: what a constant answer (or a yes/no guess) would hit."""
+    if len(rows) != 1 or len(rows[0]) != 1:
+        return False
+    v = rows[0][0]
+    return isinstance(v, int | float) and not isinstance(v, bool) and v in (0, 1)
+
+
+def _repeats_single(rows: list[list[Any]], kept: list[Instance]) -> bool:
+    """A single-value answer equal to that of an instance already kept for the template."""
+    if len(rows) != 1 or len(rows[0]) != 1:
+        return False
+    key = rows_key(rows)
+    return any(len(k.answer) == 1 and rows_key(k.answer) == key for k in kept)
+
+
+_YES_NO_SQL = re.compile(r"^\s*select\s+count\s*\(\s*\*\s*\)\s*>\s*0\b", re.IGNORECASE)
+_TOP_N_SQL = re.compile(r"(\bt\d+\.c\d+\s*<=\s*)(\d+)\b")
+_COUNT_HEAD = re.compile(r"\bcount\s*\(", re.IGNORECASE)
+_COUNT_WORDS = re.compile(r"\b(how many|how often|number of times|count of)\b", re.IGNORECASE)
+
+
+def is_yes_no(sql: str) -> bool:
+    """Whether the gold SQL answers yes/no (EHRSQL's ``select count(*)>0 ...``)."""
+    return _YES_NO_SQL.match(sql) is not None
+
+
+def asks_count(sql: str, question: str = "") -> bool:
+    """Whether the question asks for a count (then repeated rows are information): the gold
+    SQL's outer SELECT counts, or the question says "how many", "how often", "number of
+    times" or "count of" ("the number of days of stay" asks for values, not a count)."""
+    head = re.split(r"\bfrom\b", sql, maxsplit=1, flags=re.IGNORECASE)[0]
+    return bool(_COUNT_HEAD.search(head)) or bool(_COUNT_WORDS.search(question))
+
+
+def top_n_of(sql: str) -> int | None:
+    """N of a "top N" question (EHRSQL ranks with ``dense_rank() ... where tK.cJ <= N``)."""
+    if "dense_rank" not in sql.lower():
+        return None
+    found = {int(m.group(2)) for m in _TOP_N_SQL.finditer(sql)}
+    return found.pop() if len(found) == 1 else None
+
+
+def top_n_ranks(conn: sqlite3.Connection, sql: str, rows: list[list[Any]], n: int,
+                timeout_s: float = 5.0) -> list[int] | None:
+    """The dense rank of each of ``rows`` (the gold of a "top N" ``sql``), found by running
+    the SQL with ``<= k`` for k = 1..N; None when they cannot be told."""
+    remaining = rows_key(rows)
+    by_key: dict[str, list[int]] = defaultdict(list)
+    prev: Counter = Counter()
+    for k in range(1, n + 1):
+        variant = _TOP_N_SQL.sub(lambda m, k=k: m.group(1) + str(k), sql)
+        res = _run(conn, variant, timeout_s, 10_000)
+        if res.status != "ok" or res.rows is None:
+            return None
+        cur = rows_key(res.rows)
+        for key, c in (cur - prev).items():
+            by_key[key].extend([k] * c)
+        prev = cur
+    if prev != remaining:
+        return None
+    out: list[int] = []
+    for r in rows:
+        key = json.dumps([_canon(v) for v in r], default=str)
+        if not by_key.get(key):
+            return None
+        out.append(by_key[key].pop(0))
+    return out
+
+
+def grading_spec(sql: str, question: str, rows: list[list[Any]] | None = None,
+                 conn: sqlite3.Connection | None = None, timeout_s: float = 5.0) -> dict[str, Any]:
+    """How an instance's answer is graded (stored with the gold; read by
+    :func:`medagentgym.graders.ehr_answer_match`): ``count`` — the question asks for a count
+    (no de-duplicated answer); ``top_n`` and ``ranks`` — a "top N" question whose gold has
+    more than N rows because of ties (the dense rank of each gold row)."""
+    spec: dict[str, Any] = {"count": asks_count(sql, question)}
+    n = top_n_of(sql)
+    if n is not None:
+        spec["top_n"] = n
+        if rows is not None and conn is not None and len(rows) > n:
+            ranks = top_n_ranks(conn, sql, rows, n, timeout_s)
+            if ranks is not None:
+                spec["ranks"] = ranks
+    return spec
 
 
 # =========================================================================== categories
@@ -1109,6 +1325,7 @@ _CURRENT_FILTERS = {
 class _Sampler:
     def __init__(self, conn: sqlite3.Connection, db_id: str, now: str, timeout_s: float) -> None:
         self.conn = conn
+        self.tie_conn: sqlite3.Connection | None = None
         self.db_id = db_id
         self.now = now
         self.now_dt = _dt.datetime.strptime(now, _TFMT)
@@ -1268,6 +1485,11 @@ def _open_ro(db_path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+#: no single value is the whole answer of more than this share of the answerable instances
+#: (see :func:`instantiate_with_report`): a constant answer earns at most about this much
+MAX_ANSWER_SHARE = 0.0125
+
+
 def instantiate(
     templates: Iterable[Template],
     db_path: str | Path,
@@ -1277,9 +1499,12 @@ def instantiate(
     now: str = DEFAULT_NOW,
     timeout_s: float = 5.0,
     max_attempts: int | None = None,
-    include_impossible: bool = True,
+    include_impossible: bool = False,
+    tie_check: bool = True,
+    max_answer_share: float | None = MAX_ANSWER_SHARE,
 ) -> list[Instance]:
-    """Sample ``per_template`` instances of every template from the database at ``db_path``."""
+    """Sample ``per_template`` instances of every template from the database at ``db_path``
+    (see :func:`instantiate_with_report`)."""
     return instantiate_with_report(
         templates,
         db_path,
@@ -1289,6 +1514,8 @@ def instantiate(
         timeout_s=timeout_s,
         max_attempts=max_attempts,
         include_impossible=include_impossible,
+        tie_check=tie_check,
+        max_answer_share=max_answer_share,
     )[0]
 
 
@@ -1301,9 +1528,33 @@ def instantiate_with_report(
     now: str = DEFAULT_NOW,
     timeout_s: float = 5.0,
     max_attempts: int | None = None,
-    include_impossible: bool = True,
+    include_impossible: bool = False,
+    tie_check: bool = True,
+    max_answer_share: float | None = MAX_ANSWER_SHARE,
 ) -> tuple[list[Instance], InstantiationReport]:
-    """Like :func:`instantiate`, also returning an :class:`InstantiationReport`."""
+    """Instantiate templates on the database at ``db_path``; also returns an
+    :class:`InstantiationReport`.
+
+    * Unanswerable (``is_impossible``) templates only with ``include_impossible`` (the
+      paper's setting has none; with them, an agent must abstain).
+    * ``tie_check``: every candidate's gold SQL also runs on :func:`reversed_copy` of the
+      database; a candidate whose result changes with the row order alone (ties under
+      ``ORDER BY ... LIMIT``, representatives of ``GROUP BY``) is dropped and another one
+      sampled (``report.dropped_tie``). Skipped for databases over
+      :data:`TIE_CHECK_MAX_BYTES` (``report.tie_check`` says so).
+    * Answers a constant would hit are avoided. Within a template: a lone 0 or 1, or the
+      same single value as an instance already kept, only when the template has nothing
+      else; yes/no templates get "yes" and "no" instances in turn (a "no" asks about another
+      patient than the one whose rows gave the values). Across templates: no single value
+      may be the whole answer of more than ``max_answer_share`` of the answerable instances;
+      the excess is left out (from the templates with the most instances first, then by a
+      hash of ``seed`` and the instance id; ``report.answer_capped``), so a constant answer
+      (``0``, ``1``, ``True``, ``"f"``...) earns at most about that share. ``None`` keeps
+      everything (and a template's instances no longer depend on the other templates).
+    * Each instance carries its :func:`grading_spec`.
+    """
+    import tempfile
+
     tpls = list(templates)
     db_ids = {t.db_id for t in tpls}
     if len(db_ids) > 1:
@@ -1314,51 +1565,142 @@ def instantiate_with_report(
     attempts_cap = max_attempts if max_attempts is not None else 4 * per_template + 6
     conn = _open_ro(db_path)
     out: list[Instance] = []
-    try:
-        if db_id == "treqs":
-            sampler: Any = _TreqsSampler(conn)
-        else:
-            sampler = _Sampler(conn, db_id, now, timeout_s)
-        unknown: Counter = Counter()
-        skipped: Counter = Counter()
-        by_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-        for tpl in tpls:
-            if tpl.is_impossible:
-                report.templates_impossible += 1
-                if not include_impossible:
-                    continue
-            report.templates += 1
-            by_cat[tpl.category][0] += 1
-            if db_id == "treqs":
-                made = _instantiate_treqs_template(
-                    tpl, sampler, seed, per_template, attempts_cap, timeout_s, report
-                )
-            elif tpl.is_impossible:
-                made = _instantiate_impossible(tpl, sampler, seed, per_template, now)
+    with tempfile.TemporaryDirectory(prefix="medagentgym-ties-") as tmp:
+        tie_conn = None
+        if tie_check:
+            size = Path(db_path).stat().st_size
+            if size > TIE_CHECK_MAX_BYTES:
+                report.tie_check = (f"skipped: the database ({size >> 20} MiB) is larger than "
+                                    f"{TIE_CHECK_MAX_BYTES >> 20} MiB")
             else:
-                bad = [s for s in tpl.slots if not sampler.known(s)]
-                if bad:
-                    for s in bad:
-                        unknown[s] += 1
-                    skipped["unknown_slot"] += 1
-                    continue
-                made = _instantiate_template(
-                    tpl, sampler, seed, per_template, attempts_cap, now, timeout_s, report, skipped
-                )
-            if made:
+                tie_conn = _open_ro(reversed_copy(db_path, Path(tmp) / "reversed.sqlite"))
+                report.tie_check = "reversed-copy"
+        try:
+            if db_id == "treqs":
+                sampler: Any = _TreqsSampler(conn)
+            else:
+                sampler = _Sampler(conn, db_id, now, timeout_s)
+            sampler.tie_conn = tie_conn
+            unknown: Counter = Counter()
+            skipped: Counter = Counter()
+            by_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+            for tpl in tpls:
+                if tpl.is_impossible:
+                    report.templates_impossible += 1
+                    if not include_impossible:
+                        continue
+                report.templates += 1
+                by_cat[tpl.category][0] += 1
+                if db_id == "treqs":
+                    made = _instantiate_treqs_template(
+                        tpl, sampler, seed, per_template, attempts_cap, timeout_s, report
+                    )
+                elif tpl.is_impossible:
+                    made = _instantiate_impossible(tpl, sampler, seed, per_template, now)
+                else:
+                    bad = [s for s in tpl.slots if not sampler.known(s)]
+                    if bad:
+                        for s in bad:
+                            unknown[s] += 1
+                        skipped["unknown_slot"] += 1
+                        continue
+                    made = _instantiate_template(
+                        tpl, sampler, seed, per_template, attempts_cap, now, timeout_s, report,
+                        skipped
+                    )
+                out.extend(made)
+            report.templates_sampled = len({i.template_id for i in out})
+            if max_answer_share is not None:
+                out = _cap_answer_values(out, max_answer_share, seed, report)
+            for inst in out:
+                if not inst.is_impossible:
+                    inst.grading = grading_spec(inst.sql, inst.question, inst.answer, conn,
+                                                timeout_s)
+            made_by_tpl = Counter(i.template_id for i in out)
+            cat_of = {t.id: t.category for t in tpls}
+            for tid, n in made_by_tpl.items():
                 report.templates_instantiated += 1
-                by_cat[tpl.category][1] += 1
-                by_cat[tpl.category][2] += len(made)
-            out.extend(made)
-        report.unknown_slots = dict(unknown)
-        report.skipped = dict(skipped)
-        report.by_category = {k: v for k, v in sorted(by_cat.items())}
-    finally:
-        conn.close()
+                by_cat[cat_of.get(tid, "unknown")][1] += 1
+                by_cat[cat_of.get(tid, "unknown")][2] += n
+            report.unknown_slots = dict(unknown)
+            report.skipped = dict(skipped)
+            report.by_category = {k: v for k, v in sorted(by_cat.items())}
+        finally:
+            conn.close()
+            if tie_conn is not None:
+                tie_conn.close()
     report.instances = len(out)
     report.zero_answers = sum(1 for i in out if i.answer and _is_zero(i.answer))
+    answerable = [i for i in out if not i.is_impossible]
+    report.yes_no_instances = sum(1 for i in answerable if is_yes_no(i.sql))
+    report.yes_no_yes = sum(1 for i in answerable if is_yes_no(i.sql) and not _is_zero(i.answer))
+    report.top_n_instances = sum(1 for i in answerable if "top_n" in i.grading)
+    report.top_n_gold_gt_n = sum(
+        1 for i in answerable if "top_n" in i.grading and len(i.answer) > i.grading["top_n"])
+    report.duplicate_row_golds = sum(
+        1 for i in answerable if len(rows_key(i.answer)) < len(i.answer))
+    report.count_questions = sum(1 for i in answerable if i.grading.get("count"))
     report.seconds = round(time.monotonic() - started, 3)
     return out, report
+
+
+def constant_key(inst: Instance) -> str | None:
+    """The one value a constant answer would have to be to match ``inst`` (its gold is a
+    single value, or — where repeated rows may be dropped — one value repeated), else None."""
+    rows = inst.answer
+    if inst.is_impossible or not rows or any(len(r) != 1 for r in rows):
+        return None
+    if len(rows) > 1 and (inst.grading.get("count", True) or len(rows_key(rows)) > 1):
+        return None
+    from medagentgym.graders.values import normalize_scalar
+
+    try:
+        v = normalize_scalar(rows[0][0])
+    except TypeError:
+        return None
+    if isinstance(v, bool):
+        v = int(v)
+    if isinstance(v, float) and math.isfinite(v) and v == int(v):
+        v = int(v)
+    return None if v is None else f"{type(v).__name__}:{v}"
+
+
+def _cap_answer_values(instances: list[Instance], share: float, seed: int,
+                       report: InstantiationReport) -> list[Instance]:
+    """Leave out instances so that no single answer value exceeds ``share`` of the
+    answerable instances (from the templates with the most instances first)."""
+    answerable = [i for i in instances if not i.is_impossible]
+    for inst in answerable:  # the cap needs the count flag (a repeated value may be dropped)
+        inst.grading.setdefault("count", asks_count(inst.sql, inst.question))
+    share = min(max(share, 0.0), 1.0)
+    keys = {i.id: constant_key(i) for i in answerable}
+    per_tpl = Counter(i.template_id for i in answerable)
+    by_key: dict[str, list[Instance]] = defaultdict(list)
+    for inst in answerable:
+        if keys[inst.id] is not None:
+            by_key[keys[inst.id]].append(inst)
+    drop: set[str] = set()
+    total = len(answerable)
+    changed = True
+    while changed:  # dropping shrinks the total, which may put another value over the cap
+        changed = False
+        limit = int(share * (total - len(drop)))
+        for key in sorted(by_key, key=lambda k: -len(by_key[k])):
+            pool = [i for i in by_key[key] if i.id not in drop]
+            excess = len(pool) - limit
+            if excess <= 0:
+                continue
+            changed = True
+            report.answer_capped_values[key] = report.answer_capped_values.get(key, 0) + excess
+            for _ in range(excess):
+                victim = max(pool, key=lambda i: (per_tpl[i.template_id],
+                                                  _sha(seed, "cap", i.id)))
+                pool.remove(victim)
+                per_tpl[victim.template_id] -= 1
+                drop.add(victim.id)
+            break
+    report.answer_capped = len(drop)
+    return [i for i in instances if i.id not in drop]
 
 
 def _instantiate_impossible(
@@ -1524,12 +1866,24 @@ def _instantiate_template(
     fallback: list[Instance] = []
     seen: set[str] = set()
     conn = sampler.conn
+    yes_no = is_yes_no(tpl.sql) and bool(tpl.slots)
+    # yes/no: "yes" and "no" in turn (the order drawn per template); a "no" is looked for by
+    # asking about another patient than the one whose rows gave the slot values
+    turns = [1, 0] if rng.random() < 0.5 else [0, 1]
+    need = Counter(turns[i % 2] for i in range(want))
+    others: list[str] = []
+    if yes_no and "patient_id" in tpl.slots:
+        others = sorted({g.patient for g in sampler.groups(sampler.patient_source)})
+        if allowed is not None:
+            others = [p for p in others if p in allowed]
     for _ in range(attempts_cap if tpl.slots else 1):
         if len(out) >= want:
             break
         values = _sample_values(tpl, sampler, rng, primary, candidates) if tpl.slots else {}
         if values is None:
             continue
+        if yes_no and need[0] > need[1] and len(others) > 1:
+            values["patient_id"] = rng.choice([p for p in others if p != values["patient_id"]])
         iid = _instance_id(tpl.id, values)
         if iid in seen:
             continue
@@ -1538,7 +1892,7 @@ def _instantiate_template(
             sql = fill_sql(tpl.sql, values, now=now)
         except KeyError:
             continue
-        res = _run_counted(conn, sql, timeout_s, report)
+        res = _run_counted(conn, sql, timeout_s, report, sampler.tie_conn)
         if res is None:
             continue
         inst = Instance(
@@ -1553,11 +1907,19 @@ def _instantiate_template(
             is_impossible=False,
             now=now,
         )
-        if _is_zero(res.rows) and tpl.slots:
+        if yes_no:
+            answer = 0 if _is_zero(res.rows) else 1
+            if need[answer] > 0:
+                need[answer] -= 1
+                out.append(inst)
+            else:
+                fallback.append(inst)
+        elif tpl.slots and (_is_trivial(res.rows) or _repeats_single(res.rows, out)):
             fallback.append(inst)
         else:
             out.append(inst)
     if len(out) < want:
+        report.trivial_fallbacks += min(len(fallback), want - len(out))
         out.extend(fallback[: want - len(out)])
     return out
 
@@ -1706,6 +2068,7 @@ def _treqs_q_pattern(value: str) -> str:
 class _TreqsSampler:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self.tie_conn: sqlite3.Connection | None = None
         self._cols: dict[tuple[str, str], dict[int, list[str]]] = {}
         self._hadms: dict[str, set[int]] = {}
 
@@ -1792,7 +2155,7 @@ def _instantiate_treqs_template(
             continue
         seen.add(iid)
         sql = fill_sql(tpl.sql, values)
-        res = _run_counted(sampler.conn, sql, timeout_s, report)
+        res = _run_counted(sampler.conn, sql, timeout_s, report, sampler.tie_conn)
         if res is None:
             continue
         inst = Instance(
@@ -1805,8 +2168,10 @@ def _instantiate_treqs_template(
             values=values,
             answer=res.rows,
         )
-        (fallback if _is_zero(res.rows) and tpl.slots else out).append(inst)
+        trivial = _is_trivial(res.rows) or _repeats_single(res.rows, out)
+        (fallback if trivial and tpl.slots else out).append(inst)
     if len(out) < want:
+        report.trivial_fallbacks += min(len(fallback), want - len(out))
         out.extend(fallback[: want - len(out)])
     return out
 
@@ -1819,6 +2184,7 @@ def instantiate_treqs(
     per_template: int = 3,
     timeout_s: float = 5.0,
     max_attempts: int | None = None,
+    tie_check: bool = True,
 ) -> list[Instance]:
     """Instantiate MIMICSQL templates on a TREQS (5-table) database."""
     return instantiate(
@@ -1828,6 +2194,7 @@ def instantiate_treqs(
         per_template=per_template,
         timeout_s=timeout_s,
         max_attempts=max_attempts,
+        tie_check=tie_check,
     )
 
 
@@ -1908,13 +2275,35 @@ def build_sequences(
 
 
 def load_official(
-    path: str | Path, *, normalize: bool = True, now: str = DEFAULT_NOW
+    path: str | Path,
+    *,
+    normalize: bool = True,
+    now: str = DEFAULT_NOW,
+    require_answers: bool = True,
+    include_impossible: bool = False,
 ) -> list[Instance]:
     """Read a MedAgentGym task file (``{db}_{split}_tasks[.noanswer].jsonl[.gz]``: question,
     query, value, q_tag/t_tag/o_tag, is_impossible, id, and ``answer`` when present) as
-    instances whose stored answers are used as-is (valid only on the official database)."""
+    instances whose stored answers are used as-is (valid only on the official database).
+
+    ``require_answers`` (default): a file in which an answerable task has no stored
+    ``answer`` is refused (:class:`~medagentgym.errors.ConfigurationError`, one line) — the
+    published ``*_noanswer`` files hold questions only, and grading them would read every
+    task as "must abstain". ``include_impossible``: keep tasks marked unanswerable (the
+    paper's split has none)."""
+    from medagentgym.errors import ConfigurationError
+
     out: list[Instance] = []
+    missing = total = 0
     for rec in _read_records(Path(path)):
+        impossible = bool(rec.get("is_impossible", False))
+        if impossible and not include_impossible:
+            continue
+        total += 1
+        if not impossible and rec.get("answer") is None:
+            missing += 1
+            if require_answers:
+                continue
         db_id = str(rec.get("db_id", ""))
         query = str(rec.get("query") or "")
         if query.strip().lower() in ("nan", "null", "none"):
@@ -1935,18 +2324,26 @@ def load_official(
         if normalize and query and db_id != "treqs":
             sql = normalize_sql(query, now)
         values = {k: _value_text(v) for k, v in (rec.get("value") or {}).items()}
+        question = str(rec.get("question", ""))
         out.append(
             Instance(
                 id=str(rec.get("id") or _sha(db_id, rec.get("question"))[:16]),
                 db_id=db_id,
                 category=category_of(query, db_id) if query else "unanswerable",
                 template_id=tid,
-                question=str(rec.get("question", "")),
+                question=question,
                 sql=sql,
                 values=values,
                 answer=rec.get("answer"),
-                is_impossible=bool(rec.get("is_impossible", False)),
+                is_impossible=impossible,
                 now=now if db_id != "treqs" else None,
+                grading={} if impossible else grading_spec(sql, question),
             )
+        )
+    if require_answers and missing:
+        raise ConfigurationError(
+            f"{path}: {missing} of {total} answerable tasks have no stored 'answer' (a "
+            f"questions-only file such as *_tasks_noanswer.jsonl?); the official release mode "
+            f"grades against stored answers, so it needs the release's task files with answers"
         )
     return out
