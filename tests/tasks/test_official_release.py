@@ -75,3 +75,44 @@ def test_official_without_import_says_how(tmp_path, monkeypatch):
     with pytest.raises(ConfigurationError, match="data import medagentgym"):
         get_family("eicu", database="official").load_tasks("test")
 
+
+
+def test_import_refuses_task_files_without_answers(tmp_path, monkeypatch):
+    """A questions-only file would grade every task as "must abstain" (a constant None would
+    score 100 %): the import refuses it with one line, and registers nothing."""
+    monkeypatch.setenv("MEDAGENTGYM_HOME", str(tmp_path / "home"))
+    clear_cache()
+    ds = tmp_path / "release" / "data" / "mimic_iii"
+    ds.mkdir(parents=True)
+    recs = [{"id": "q0", "db_id": "mimic_iii", "question": "how many patients?",
+             "query": "select count(*) from patients", "is_impossible": False},
+            {"id": "q1", "db_id": "mimic_iii", "question": "what is the weather?",
+             "query": "", "is_impossible": True}]
+    (ds / "valid_tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    with pytest.raises(ConfigurationError) as err:
+        import_medagentgym(tmp_path / "release")
+    message = str(err.value)
+    assert "\n" not in message and "1 of 2 tasks have no stored 'answer'" in message
+    assert "valid_tasks.jsonl" in message
+    with pytest.raises(ConfigurationError, match="data import medagentgym"):
+        databases.official_record("mimic_iii")
+
+
+def test_load_official_refuses_missing_answers_and_skips_unanswerable(tmp_path):
+    from medagentgym.tasks import ehrsql_instances as ei
+
+    path = tmp_path / "mimic_iii_valid_tasks.jsonl"
+    recs = [{"id": "a", "db_id": "mimic_iii", "question": "how many times did patient 1 "
+             "visit the hospital?", "query": "select count(*) from admissions",
+             "is_impossible": False, "answer": [[2]]},
+            {"id": "b", "db_id": "mimic_iii", "question": "what is the weather?", "query": "",
+             "is_impossible": True}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    got = ei.load_official(path)  # answerable only by default (the paper's setting)
+    assert [i.id for i in got] == ["a"] and got[0].grading == {"count": True}
+    assert [i.id for i in ei.load_official(path, include_impossible=True)] == ["a", "b"]
+    recs[0].pop("answer")
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    with pytest.raises(ConfigurationError, match="1 of 1 answerable tasks have no stored"):
+        ei.load_official(path)
+    assert ei.load_official(path, require_answers=False)[0].answer is None

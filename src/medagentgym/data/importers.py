@@ -2022,20 +2022,37 @@ def _check_sqlite(path: Path) -> list[str]:
     return names
 
 
-def _count_jsonl(path: Path) -> int:
-    n = 0
+#: release datasets whose tasks are graded against the answer stored with each task
+_STORED_ANSWER_DATASETS = frozenset({"mimic_iii", "eicu", "treqs", "ehr_seqsql"})
+
+
+def _count_jsonl(path: Path, require_answer: bool = False) -> int:
+    """Count the tasks of a release task file. ``require_answer``: refuse a file whose
+    answerable tasks lack their stored ``answer`` (the EHR release mode grades against it:
+    without it every task would read as "must abstain")."""
+    n = missing = 0
     opener: Any = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                json.loads(line)
+                rec = json.loads(line)
             except ValueError:
                 raise ConfigurationError(
                     f"{path}:{lineno} is not valid JSON (expected one task per line)"
                 ) from None
             n += 1
+            if require_answer and (not isinstance(rec, dict) or (
+                rec.get("answer") is None and not rec.get("is_impossible")
+            )):
+                missing += 1
+    if missing:
+        raise ConfigurationError(
+            f"{path}: {missing} of {n} tasks have no stored 'answer' (a questions-only file?); "
+            "the official release mode grades against the answers stored in the release's "
+            "task files, so import the release with its answers"
+        )
     return n
 
 
@@ -2051,6 +2068,11 @@ def import_medagentgym(
     (table names recorded), its ``*.csv`` files listed. Each dataset is registered in the data
     home's ``registry.json`` as ``medagentgym/<dataset>``; nothing is copied. Returns the
     records by dataset.
+
+    The EHR datasets (mimic_iii, eicu, treqs, ehr_seqsql) are graded against the answer stored
+    with each task: a task file in which an answerable task has none (the published
+    ``*_noanswer`` question files) is refused with a one-line ConfigurationError, and nothing
+    is registered.
     """
     root = Path(src_dir).expanduser().absolute()
     if not root.is_dir():
@@ -2064,7 +2086,8 @@ def import_medagentgym(
         tasks = {}
         for tf in task_files:
             split = tf.name.split("_tasks.jsonl")[0]
-            tasks[split] = {"path": str(tf), "tasks": _count_jsonl(tf)}
+            tasks[split] = {"path": str(tf),
+                            "tasks": _count_jsonl(tf, ds.name in _STORED_ANSWER_DATASETS)}
         dbs = {}
         for db in sorted(list(ds.rglob("*.db")) + list(ds.rglob("*.sqlite"))):
             dbs[str(db.relative_to(ds))] = {
