@@ -11,7 +11,9 @@ demos or the full imported databases; :mod:`medagentgym.tasks.ehrsql_instances`)
 ground truth is the gold SQL executed there. The agent sees the question, the table
 descriptions and the data — the SQLite file at ``/data/<db>.db`` and one CSV per table under
 ``/data/<db>/`` — and must store the result in ``answer``; it is graded as a multiset of rows
-(:func:`medagentgym.graders.sql_result_match`). Gold SQL, answers and task files stay on the
+(:func:`medagentgym.graders.ehr_answer_match`: columns in any order, repeated rows optional
+unless a count is asked, tied "top N" sets). Unanswerable questions only with
+``abstention=True``. Gold SQL, answers and task files stay on the
 host, outside every sandbox mount.
 """
 
@@ -49,16 +51,28 @@ def _ehrsql_instances(fam: EhrSqlFamily, src: Path) -> list[Any]:
 
     opts = fam.options
     templates = ei.load_templates(src, fam.db_id, release=opts.release,
-                                  include_impossible=opts.include_impossible)
-    return ei.instantiate(templates, fam.db.path, seed=opts.seed, per_template=opts.per_template,
-                          now=NOW, include_impossible=opts.include_impossible)
+                                  include_impossible=fam.include_impossible)
+    instances, report = ei.instantiate_with_report(
+        templates, fam.db.path, seed=opts.seed, per_template=opts.per_template, now=NOW,
+        include_impossible=fam.include_impossible)
+    fam.gold_audit = report.model_dump(exclude={"by_category", "db_path"})
+    return instances
 
 
 def _treqs_instances(fam: EhrSqlFamily, src: Path) -> list[Any]:
     from medagentgym.tasks import ehrsql_instances as ei
 
-    return ei.instantiate_treqs(ei.load_treqs(src), fam.db.path, seed=fam.options.seed,
-                                per_template=fam.options.per_template)
+    instances, report = ei.instantiate_with_report(
+        ei.load_treqs(src), fam.db.path, seed=fam.options.seed,
+        per_template=fam.options.per_template)
+    fam.gold_audit = report.model_dump(exclude={"by_category", "db_path"})
+    return instances
+
+
+def _instances_version() -> int:
+    from medagentgym.tasks import ehrsql_instances as ei
+
+    return ei.INSTANCES_VERSION
 
 
 #: question sets by the source they are pulled from (a dataset's first source)
@@ -87,7 +101,10 @@ class EhrSqlOptions(DatasetOptions):
     test_fraction: float = option(0.5, "share of templates in the test split", gt=0, lt=1)
     sequence_length: int = option(3, "questions per chain (mode=sequence)", ge=1,
                                   client_le=10)
-    include_impossible: bool = option(True, "keep questions the data cannot answer")
+    abstention: bool = option(
+        False, "also pose EHRSQL's unanswerable questions (category 'unanswerable'; answering "
+        "None scores 1); the paper's setting, the default, has answerable questions only")
+    include_impossible: bool | None = option(None, "deprecated: the same as abstention")
 
 
 class EhrSqlFamily(DatasetFamily):
@@ -103,6 +120,13 @@ class EhrSqlFamily(DatasetFamily):
         self.database = databases.get_database(spec.databases[0])
         self.questions = QUESTION_SETS[spec.sources[0]]
         self._db: databases.Database | None = None
+        #: the instantiation report of the last build (recorded in the cache's manifest)
+        self.gold_audit: dict[str, Any] | None = None
+
+    @property
+    def include_impossible(self) -> bool:
+        """Whether unanswerable questions are posed (``abstention``)."""
+        return self.options.abstention or bool(self.options.include_impossible)
 
     @property
     def db_id(self) -> str:
@@ -140,10 +164,12 @@ class EhrSqlFamily(DatasetFamily):
         o = self.options
         return {"dataset": self.name, "db": self.db.build_key, "mode": o.mode, "seed": o.seed,
                 "release": o.release, "per": o.per_template, "test": o.test_fraction,
-                "len": o.sequence_length, "imp": o.include_impossible}
+                "len": o.sequence_length, "imp": self.include_impossible,
+                "gold": _instances_version()}
 
     def cache_manifest(self) -> dict[str, Any]:
-        return {"database": str(self.db.path)}
+        return {"database": str(self.db.path),
+                **({"gold_audit": self.gold_audit} if self.gold_audit else {})}
 
     # -- building -------------------------------------------------------------------------
     def _official_splits(self) -> dict[str, list[Any]]:
@@ -154,7 +180,8 @@ class EhrSqlFamily(DatasetFamily):
         out: dict[str, list[Any]] = {}
         for split, info in (record.get("tasks") or {}).items():
             ours = databases.OFFICIAL_SPLITS.get(split, split)
-            out.setdefault(ours, []).extend(ei.load_official(info["path"]))
+            out.setdefault(ours, []).extend(
+                ei.load_official(info["path"], include_impossible=self.include_impossible))
         return out
 
     def build_records(self) -> list[dict[str, Any]]:
@@ -203,7 +230,8 @@ class EhrSqlFamily(DatasetFamily):
             metadata={"template_id": inst.template_id, "is_impossible": inst.is_impossible},
         )
         truth = GroundTruth(kind="sql_rows", value=inst.answer, solution=self._oracle(inst),
-                            extra={"sql": inst.sql, "values": inst.values})
+                            extra={"sql": inst.sql, "values": inst.values,
+                                   "grading": inst.grading})
         return self.record(task, truth)
 
     def _sequence_record(self, seq: Any, split: str) -> dict[str, Any]:
@@ -218,7 +246,8 @@ class EhrSqlFamily(DatasetFamily):
         )
         truth = GroundTruth(kind="sequence", value=[s.answer for s in subs],
                             solution=[self._oracle(s) for s in subs],
-                            extra={"sql": [s.sql for s in subs]})
+                            extra={"sql": [s.sql for s in subs],
+                                   "grading": [s.grading for s in subs]})
         return self.record(task, truth)
 
     def _oracle(self, inst: Any) -> str:
@@ -253,7 +282,7 @@ class EhrSqlFamily(DatasetFamily):
 
     # -- grading --------------------------------------------------------------------------
     def grade_value(self, task: Task, answer: Any, *, stage: int = 0) -> Grade:
-        from medagentgym.graders import sql_result_match
+        from medagentgym.graders import ehr_answer_match
 
         truth = task.truth
         gold = truth.value[stage] if truth.kind == "sequence" else truth.value
@@ -262,7 +291,10 @@ class EhrSqlFamily(DatasetFamily):
             if answer is None or (isinstance(answer, list | str) and len(answer) == 0):
                 return Grade.right("correctly abstained")
             return Grade.wrong("this question cannot be answered from the data")
-        return sql_result_match(answer, gold)
+        grading = truth.extra.get("grading")
+        if truth.kind == "sequence":
+            grading = grading[stage] if isinstance(grading, list) and stage < len(grading) else None
+        return ehr_answer_match(answer, gold, grading)
 
     def info_index(self, task: Task) -> Any:
         from medagentgym.data.info import get_index
