@@ -1,0 +1,549 @@
+"""BioCoder task building: read the function corpora, rebuild each function's context
+(imports it needs, helper functions the corpus holds), and generate hidden inputs.
+
+The corpora (``python_public`` / ``python_hidden`` of gersteinlab/BioCoder) hold each target
+function's source (``golden``) and counts only (imports, globals, ...): the files the functions
+came from are not there. So the context is *rebuilt*:
+
+* every free name of the function (a name it reads that is neither a parameter, a local nor a
+  builtin) must resolve to an import from :data:`IMPORTS` (standard library, numpy, pandas,
+  scipy, Biopython: what the sandbox has) or to another function of the same corpus with that
+  name (the nearest key: neighbouring keys come from the same file) — whose own free names
+  resolve the same way;
+* anything else (a module-level constant, a class, a helper the corpus does not hold, a package
+  the sandbox lacks) excludes the task, with the reason recorded.
+
+Hidden inputs come from generators derived from the parameters' names (sequences, counts,
+probabilities, lists, ...), seeded by the task id; the golden runs on them *in the sandbox*
+(at build time) through the same probes the grader uses, and only inputs on which it returns
+(deterministically) are kept.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import gzip
+import json
+import random
+import re
+import symtable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: free name -> the import line that defines it (what the sandbox can import)
+IMPORTS: dict[str, str] = {
+    **{m: f"import {m}" for m in (
+        "re", "os", "sys", "math", "gzip", "bz2", "io", "json", "csv", "itertools",
+        "collections", "functools", "string", "random", "logging", "shutil", "glob", "copy",
+        "operator", "statistics", "time", "datetime", "warnings", "struct", "hashlib",
+        "textwrap", "heapq", "bisect", "fractions", "decimal", "numbers", "types", "typing",
+        "pathlib", "tempfile", "zlib", "base64", "array", "enum", "uuid", "difflib",
+        "unicodedata", "numpy", "pandas", "scipy", "Bio", "cmath", "fnmatch", "locale",
+        "keyword", "traceback", "pickle", "stat", "errno", "platform", "subprocess",
+        "sqlite3", "fileinput", "argparse", "urllib", "socket", "multiprocessing")},
+    "np": "import numpy as np",
+    "pd": "import pandas as pd",
+    "defaultdict": "from collections import defaultdict",
+    "Counter": "from collections import Counter",
+    "OrderedDict": "from collections import OrderedDict",
+    "namedtuple": "from collections import namedtuple",
+    "deque": "from collections import deque",
+    "reduce": "from functools import reduce",
+    "partial": "from functools import partial",
+    "lru_cache": "from functools import lru_cache",
+    "cache": "from functools import cache",
+    "chain": "from itertools import chain",
+    "combinations": "from itertools import combinations",
+    "permutations": "from itertools import permutations",
+    "product": "from itertools import product",
+    "groupby": "from itertools import groupby",
+    "islice": "from itertools import islice",
+    "izip": "izip = zip",
+    "xrange": "xrange = range",
+    "basestring": "basestring = str",
+    "unicode": "unicode = str",
+    "text_type": "text_type = str",
+    "string_types": "string_types = (str,)",
+    "iteritems": "def iteritems(d):\n    return iter(d.items())",
+    "Decimal": "from decimal import Decimal",
+    "Fraction": "from fractions import Fraction",
+    "join": "from os.path import join",
+    "basename": "from os.path import basename",
+    "dirname": "from os.path import dirname",
+    "exists": "from os.path import exists",
+    "splitext": "from os.path import splitext",
+    "getsize": "from os.path import getsize",
+    "StringIO": "from io import StringIO",
+    "log": "from math import log",
+    "log10": "from math import log10",
+    "log2": "from math import log2",
+    "sqrt": "from math import sqrt",
+    "exp": "from math import exp",
+    "floor": "from math import floor",
+    "ceil": "from math import ceil",
+    "pi": "from math import pi",
+    "stats": "from scipy import stats",
+    "logsumexp": "from scipy.special import logsumexp",
+    "Seq": "from Bio.Seq import Seq",
+    "SeqIO": "from Bio import SeqIO",
+    "SeqRecord": "from Bio.SeqRecord import SeqRecord",
+    "dot": "from numpy import dot",
+    "array": "from numpy import array",
+    "zeros": "from numpy import zeros",
+    "ones": "from numpy import ones",
+    "logger": "import logging\nlogger = logging.getLogger(__name__)",
+    "_log": "import logging\n_log = logging.getLogger(__name__)",
+}
+_BUILTINS = set(dir(builtins))
+#: parameter names that say "this is not a plain value" (objects, files, handles)
+_OPAQUE = re.compile(r"^(self|cls|args|opts|options|config|cfg|ctx|context|parser|conn|db|"
+                     r"session|client|logger|log|handle|fh|fp|stream|infile|outfile|file|"
+                     r"filename|fname|path|filepath|file_name|file_path|dir|directory|"
+                     r"workspace|pipeline|model|node|tree|graph|record|rec|image|img|"
+                     r"fig|ax|axes|plot|writer|reader|cursor|request|response)$")
+
+
+@dataclass
+class Function:
+    """One corpus function, analysed."""
+
+    key: str
+    corpus: str
+    source: str
+    name: str = ""
+    params: list[str] = field(default_factory=list)
+    n_required: int = 0
+    free: set[str] = field(default_factory=set)
+    problem: str | None = None
+
+
+def read_corpus(path: Path) -> list[tuple[str, str]]:
+    """(key, golden source) pairs of a BioCoder corpus file (column-oriented JSON)."""
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        data = json.load(fh)
+    golden = data["golden"]
+    return sorted(((str(k), str(v)) for k, v in golden.items()), key=lambda kv: int(kv[0]))
+
+
+def _free_names(table: symtable.SymbolTable) -> set[str]:
+    out: set[str] = set()
+    for sym in table.get_symbols():
+        if sym.is_global() or sym.is_declared_global():
+            out.add(sym.get_name())
+    for child in table.get_children():
+        out |= _free_names(child)
+    return out
+
+
+def analyse(key: str, corpus: str, source: str) -> Function:
+    fn = Function(key=key, corpus=corpus, source=source)
+    try:
+        mod = ast.parse(source)
+    except SyntaxError as exc:
+        fn.problem = f"the golden does not parse ({exc.msg})"
+        return fn
+    defs = [n for n in mod.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    if len(mod.body) != 1 or len(defs) != 1:
+        fn.problem = "the golden is not one function definition"
+        return fn
+    node = defs[0]
+    fn.name = node.name
+    if isinstance(node, ast.AsyncFunctionDef):
+        fn.problem = "coroutine function"
+        return fn
+    decorators = [ast.unparse(d) for d in node.decorator_list]
+    if decorators == ["staticmethod"]:  # a static method stands alone without its class
+        fn.source = "\n".join(ln for ln in source.splitlines()
+                              if ln.strip() != "@staticmethod") + "\n"
+        return analyse(key, corpus, fn.source)
+    extra_free: set[str] = set()
+    for d in decorators:
+        if re.fullmatch(r"(functools\.)?(lru_cache|cache)(\(.*\))?", d):
+            extra_free.add(d.split(".")[0].split("(")[0])
+        else:
+            fn.problem = f"decorated function (@{d[:40]} is not in the corpus)"
+            return fn
+    a = node.args
+    fn.params = [p.arg for p in (*a.posonlyargs, *a.args)]
+    fn.n_required = len(fn.params) - len(a.defaults)
+    if fn.params and fn.params[0] in ("self", "cls"):
+        fn.problem = "method: its class is not in the corpus"
+        return fn
+    try:
+        table = symtable.symtable(source, "<golden>", "exec")
+    except SyntaxError as exc:
+        fn.problem = f"the golden does not compile ({exc.msg})"
+        return fn
+    fn.free = (_free_names(table.get_children()[0]) | extra_free) - _BUILTINS - {fn.name}
+    if any(isinstance(n, ast.Global | ast.Nonlocal) for n in ast.walk(node)):
+        fn.problem = "writes module-level state (global)"
+    return fn
+
+
+@dataclass
+class Context:
+    """What a function needs around it: import lines and helper functions."""
+
+    imports: list[str]
+    helpers: list[Function]
+    problem: str | None = None
+
+
+def resolve_context(fn: Function, by_name: dict[str, list[Function]]) -> Context:
+    """The imports and corpus helpers ``fn`` needs; ``problem`` names what cannot resolve.
+    The target itself is never a helper (its name is removed everywhere)."""
+    imports: list[str] = []
+    helpers: list[Function] = []
+    seen = {fn.name}
+    todo = [fn]
+    while todo:
+        cur = todo.pop(0)
+        for name in sorted(cur.free):
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in IMPORTS:
+                line = IMPORTS[name]
+                if line not in imports:
+                    imports.append(line)
+                continue
+            if re.fullmatch(r"[A-Z]\w*(Error|Exception)", name) and name not in by_name:
+                # a project's own exception class: its definition is one line
+                imports.append(f"class {name}(Exception):\n    pass")
+                continue
+            cands = [h for h in by_name.get(name, ()) if h.problem is None and h is not fn]
+            if not cands:
+                return Context(imports, helpers, f"undefined name {name!r} (a module global, "
+                                                 "class or helper the corpus does not hold)")
+            helper = min(cands, key=lambda h: abs(int(h.key) - int(fn.key)))
+            helpers.append(helper)
+            todo.append(helper)
+    return Context(imports, helpers)
+
+
+def context_source(ctx: Context) -> str:
+    parts = []
+    if ctx.imports:
+        parts.append("\n".join(ctx.imports))
+    parts.extend(h.source.rstrip() for h in ctx.helpers)
+    return "\n\n\n".join(parts) + ("\n" if parts else "")
+
+
+def prompt_stub(fn: Function) -> str:
+    """The signature and docstring (and leading comments) of the target, body elided."""
+    node = ast.parse(fn.source).body[0]
+    assert isinstance(node, ast.FunctionDef)
+    lines = fn.source.splitlines()
+    body_start = node.body[0]
+    doc = ast.get_docstring(node, clean=False)
+    sig_end = body_start.lineno - 1  # lines before the first statement: the signature
+    head = lines[:sig_end]
+    if doc is not None and isinstance(body_start, ast.Expr):
+        head = lines[:body_start.end_lineno]
+    comments = [ln for ln in lines[len(head):] if ln.strip().startswith("#")]
+    indent = " " * (body_start.col_offset or 4)
+    return "\n".join([*head, *comments[:10], f"{indent}...  # your implementation"]) + "\n"
+
+
+# --------------------------------------------------------------------------- categories
+
+#: the closest documented taxonomy: BioCoder's paper reports 8 topic groups of the mined
+#: functions without publishing per-function labels; these keyword rules place each function
+#: in one of eight groups (first match wins, on the name and the docstring)
+CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
+    ("sequence analysis", re.compile(
+        r"seq|dna|rna|codon|kmer|k_mer|nucleot|base|gc|revcomp|reverse_comp|translat|"
+        r"protein|amino|peptide|primer|motif|orf", re.I)),
+    ("alignment and variants", re.compile(
+        r"align|cigar|sam|bam|vcf|variant|snp|allele|genotyp|mutation|indel|read", re.I)),
+    ("genomic intervals and annotation", re.compile(
+        r"interval|region|chrom|gene|exon|intron|bed|gff|gtf|coordinate|locus|position|"
+        r"range|overlap", re.I)),
+    ("statistics and numerics", re.compile(
+        r"stat|mean|median|std|var|prob|pvalue|p_value|score|likelihood|entropy|log|"
+        r"normal|distribution|matrix|vector|correl|regress|fit|sum|count|freq", re.I)),
+    ("file formats and parsing", re.compile(
+        r"pars|read|write|file|fasta|fastq|header|line|format|csv|json|xml|record|load", re.I)),
+    ("phylogenetics, structures and networks", re.compile(
+        r"tree|phylo|newick|clade|node|graph|network|pdb|atom|residue|structure|mass|mz|"
+        r"spectr|molec", re.I)),
+    ("strings and formatting", re.compile(
+        r"str|name|text|label|format|pad|split|join|char|word|token|regex|escape", re.I)),
+    ("utilities and data structures", re.compile(r".", re.S)),
+]
+
+
+def category_of(fn: Function) -> str:
+    node = ast.parse(fn.source).body[0]
+    doc = ast.get_docstring(node) if isinstance(node, ast.FunctionDef) else None
+    text = f"{fn.name} {doc or ''}"
+    for cat, pat in CATEGORIES:
+        if pat.search(fn.name):
+            return cat
+    for cat, pat in CATEGORIES:
+        if pat.search(text):
+            return cat
+    return CATEGORIES[-1][0]
+
+
+# --------------------------------------------------------------------------- inputs
+
+_KINDS = ("dna", "protein", "int", "float", "str", "list_int", "list_float", "list_dna",
+          "list_str", "bool", "dict")
+_NAME_KINDS: list[tuple[re.Pattern[str], tuple[str, ...]]] = [
+    (re.compile(r"(seqs|sequences|reads|kmers|primers|motifs|strands)$"), ("list_dna",)),
+    (re.compile(r"(protein|peptide|aa_seq|aa|prot)"), ("protein", "str")),
+    (re.compile(r"(seq|dna|rna|kmer|codon|primer|motif|genome|strand|read|pattern|"
+                r"nucleotide|bases?)$|^(s|t|s1|s2|seq1|seq2)$"), ("dna", "str")),
+    (re.compile(r"(names|labels|words|lines|ids|strings|keys|headers|tokens|columns|cols)$"),
+     ("list_str",)),
+    (re.compile(r"(values|scores|data|counts|array|arr|numbers|nums|xs|ys|lst|list|vector|"
+                r"weights|intensities|vals|freqs|depths|positions|coverage|x_list)$"),
+     ("list_float", "list_int")),
+    (re.compile(r"^(n|k|m|l|i|j|num|length|size|count|start|end|stop|pos|position|width|"
+                r"window|len|index|idx|offset|depth|step|ncol|nrow|level|order|copies|"
+                r"ploidy|min_\w+|max_\w+|n_\w+|num_\w+|\w+_len|\w+_length|\w+_size|"
+                r"\w+_count|\w+_index|\w+_idx|\w+_start|\w+_end|\w+_pos)$"), ("int", "float")),
+    (re.compile(r"(p|prob|rate|threshold|thresh|frac|fraction|pvalue|pval|evalue|alpha|"
+                r"beta|value|x|y|z|weight|ratio|percent|pct|mass|mz|tol|tolerance|score|"
+                r"val|q|quality|mean|sd|std|sigma|mu|lambda_|a|b|c|d)$"),
+     ("float", "int")),
+    (re.compile(r"^(is_|use_|do_|flag|verbose|reverse|strict|strand|paired|keep|"
+                r"include|ignore)"), ("bool",)),
+    (re.compile(r"(dict|mapping|map|table|lookup|counts_by|d)$"), ("dict",)),
+    (re.compile(r"(name|label|id|word|string|text|header|line|key|chrom|chr|char|"
+                r"sep|delim|prefix|suffix|ext|extension|fmt|format|mode|unit|tag|"
+                r"sample|title|token|version|cigar|strand_char)$"), ("str",)),
+]
+
+
+def kinds_for(param: str) -> tuple[str, ...]:
+    p = param.lower()
+    for pat, kinds in _NAME_KINDS:
+        if pat.search(p):
+            return kinds
+    return ("str", "int", "float", "list_int", "dna")
+
+
+def _dna(rng: random.Random, lo: int = 3, hi: int = 24) -> str:
+    return "".join(rng.choice("ACGT") for _ in range(rng.randint(lo, hi)))
+
+
+def _word(rng: random.Random) -> str:
+    pools = ["chr1", "gene_A", "sample-7", "TP53", "seq_12", "read/1", "alpha", "BRCA2",
+             "x.fastq", "ACGT", "a b c", "E_coli", "HLA-A*02:01", "10", "3.5", "chrX:100-200",
+             "id|42|x", "Contig_9", "N", "exon2"]
+    return rng.choice(pools) if rng.random() < 0.7 else _dna(rng, 1, 8).lower() + str(
+        rng.randint(0, 99))
+
+
+def make_value(kind: str, rng: random.Random) -> Any:
+    if kind == "dna":
+        return _dna(rng)
+    if kind == "protein":
+        return "".join(rng.choice("ACDEFGHIKLMNPQRSTVWY") for _ in range(rng.randint(3, 20)))
+    if kind == "int":
+        return rng.choice([rng.randint(0, 5), rng.randint(1, 12), rng.randint(2, 40)])
+    if kind == "float":
+        return round(rng.choice([rng.random(), rng.uniform(0, 10), rng.uniform(-5, 5)]), 4)
+    if kind == "str":
+        return _word(rng)
+    if kind == "list_int":
+        return [rng.randint(0, 20) for _ in range(rng.randint(2, 8))]
+    if kind == "list_float":
+        return [round(rng.uniform(0, 10), 3) for _ in range(rng.randint(2, 8))]
+    if kind == "list_dna":
+        return [_dna(rng, 3, 12) for _ in range(rng.randint(2, 5))]
+    if kind == "list_str":
+        return [_word(rng) for _ in range(rng.randint(2, 5))]
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "dict":
+        return {_dna(rng, 1, 3): rng.randint(0, 9) for _ in range(rng.randint(1, 4))}
+    raise ValueError(kind)
+
+
+_ARRAY_ATTRS = {"ndim", "shape", "dtype", "copy", "max", "min", "sum", "mean", "astype", "T",
+                "reshape", "flatten", "ravel", "size", "any", "all", "argmax", "argmin",
+                "nonzero", "std", "cumsum", "tolist", "fill", "clip", "round"}
+_STR_ATTRS = {"split", "upper", "lower", "strip", "rstrip", "lstrip", "startswith",
+              "endswith", "replace", "find", "rfind", "format", "encode", "isdigit", "isalpha",
+              "partition", "rpartition", "splitlines", "title", "capitalize", "translate",
+              "zfill", "ljust", "rjust", "center", "isupper", "islower", "casefold"}
+_DICT_ATTRS = {"items", "keys", "values", "get", "setdefault", "update"}
+_LIST_ATTRS = {"append", "extend", "sort", "pop", "insert", "remove", "reverse"}
+_NUMERIC_MODULES = {"np", "numpy", "scipy", "stats", "math", "statistics"}
+
+
+def usage_kinds(fn: Function) -> dict[str, list[str]]:
+    """Kinds each parameter's *use* in the golden suggests (strongest evidence first)."""
+    node = ast.parse(fn.source).body[0]
+    params = set(fn.params)
+    votes: dict[str, dict[str, int]] = {p: {} for p in fn.params}
+
+    def vote(p: str, *kinds: str, w: int = 1) -> None:
+        for k in kinds:
+            votes[p][k] = votes[p].get(k, 0) + w
+
+    def name_of(n: ast.AST) -> str | None:
+        return n.id if isinstance(n, ast.Name) and n.id in params else None
+
+    for n in ast.walk(node):
+        if isinstance(n, ast.Attribute) and (p := name_of(n.value)):
+            if n.attr in _ARRAY_ATTRS:
+                vote(p, "array_int2d", "array_float", w=3)
+            if n.attr in _STR_ATTRS:
+                vote(p, "str_like", w=3)
+            if n.attr in _DICT_ATTRS:
+                vote(p, "dict", w=3)
+            if n.attr in _LIST_ATTRS:
+                vote(p, "list_like", w=3)
+        elif isinstance(n, ast.Call):
+            f = n.func
+            fname = f.id if isinstance(f, ast.Name) else None
+            base = f.value.id if isinstance(f, ast.Attribute) and isinstance(
+                f.value, ast.Name) else None
+            if isinstance(f, ast.Attribute) and f.attr == "join" and n.args and (
+                    p := name_of(n.args[0])):
+                vote(p, "list_str", w=2)
+            for a in n.args:
+                if not (p := name_of(a)):
+                    continue
+                if fname == "range":
+                    vote(p, "int", w=3)
+                elif fname in ("len", "sorted", "set", "enumerate", "reversed", "list", "zip"):
+                    vote(p, "seq", w=1)
+                elif fname in ("float", "int", "round", "abs"):
+                    vote(p, "number", w=1)
+                elif fname in ("min", "max", "sum") and len(n.args) == 1:
+                    vote(p, "list_float", "list_int", w=2)
+                elif base in _NUMERIC_MODULES or (
+                        isinstance(f, ast.Attribute) and isinstance(f.value, ast.Attribute)):
+                    vote(p, "array_float", "list_float", w=2)
+                elif isinstance(f, ast.Attribute) and f.attr in ("sub", "match", "search",
+                                                                  "findall", "split"):
+                    vote(p, "str_like", w=2)
+        elif isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Subscript) and (
+                p := name_of(n.target.value)):
+            vote(p, "counter", w=4)
+        elif isinstance(n, ast.BinOp):
+            for side in (n.left, n.right):
+                if (p := name_of(side)):
+                    other = n.right if side is n.left else n.left
+                    if isinstance(other, ast.Constant) and isinstance(other.value, int | float):
+                        vote(p, "number", w=2)
+                    if isinstance(other, ast.Constant) and isinstance(other.value, str):
+                        vote(p, "str_like", w=2)
+        elif isinstance(n, ast.Compare):
+            for side in (n.left, *n.comparators):
+                if (p := name_of(side)):
+                    for other in (n.left, *n.comparators):
+                        if isinstance(other, ast.Constant) and isinstance(
+                                other.value, int | float) and not isinstance(other.value, bool):
+                            vote(p, "number", w=2)
+                        if isinstance(other, ast.Constant) and isinstance(other.value, str):
+                            vote(p, "str_like", w=2)
+        elif isinstance(n, ast.For) and (p := name_of(n.iter)):
+            vote(p, "seq", w=2)
+        elif isinstance(n, ast.Subscript) and (p := name_of(n.value)):
+            if isinstance(n.slice, ast.Constant) and isinstance(n.slice.value, str):
+                vote(p, "dict", w=3)
+            elif isinstance(n.slice, ast.Tuple):
+                vote(p, "array_int2d", w=2)
+            else:
+                vote(p, "seq", w=1)
+    out: dict[str, list[str]] = {}
+    for p, v in votes.items():
+        out[p] = [k for k, _ in sorted(v.items(), key=lambda kv: -kv[1])]
+    return out
+
+
+def _expand(abstract: str, param: str) -> list[str]:
+    """Concrete kinds for an abstract one, ordered by the parameter's name."""
+    named = list(kinds_for(param))
+    if abstract == "str_like":
+        return [k for k in named if k in ("dna", "protein", "str")] or ["str", "dna"]
+    if abstract == "seq":
+        return [k for k in named if k.startswith("list") or k in ("dna", "str", "protein")] or [
+            "list_int", "dna", "list_str"]
+    if abstract == "list_like":
+        return [k for k in named if k.startswith("list")] or ["list_int", "list_str"]
+    if abstract == "number":
+        return [k for k in named if k in ("int", "float")] or ["int", "float"]
+    return [abstract]
+
+
+def param_kinds(fn: Function) -> dict[str, list[str]]:
+    """Concrete kinds to try per required parameter, best first (use, then name)."""
+    usage = usage_kinds(fn)
+    out: dict[str, list[str]] = {}
+    for p in fn.params[:fn.n_required]:
+        kinds: list[str] = []
+        for a in usage.get(p, []):
+            kinds.extend(k for k in _expand(a, p) if k not in kinds)
+        kinds.extend(k for k in kinds_for(p) if k not in kinds)
+        kinds.extend(k for k in ("str", "int", "list_int", "float", "dna") if k not in kinds)
+        out[p] = kinds[:4]
+    return out
+
+
+def candidate_inputs(fn: Function, seed: str, n: int = 60) -> list[list[str]]:
+    """``n`` argument lists (Python expressions) for the required parameters of ``fn``:
+    combinations of each parameter's likely kinds, most for the likeliest (deterministic in
+    ``seed``)."""
+    rng = random.Random(seed)
+    kinds = param_kinds(fn)
+    params = list(kinds)
+    combos: list[tuple[str, ...]] = [tuple(kinds[p][0] for p in params)]
+    for j, p in enumerate(params):
+        for alt in kinds[p][1:]:
+            c = list(combos[0])
+            c[j] = alt
+            combos.append(tuple(c))
+    for _ in range(8):
+        combos.append(tuple(rng.choice(kinds[p]) for p in params))
+    combos = list(dict.fromkeys(combos))
+    out: list[list[str]] = []
+    seen: set[str] = set()
+    per = max(6, n // len(combos))
+    for c in combos:
+        for _ in range(per * 2):
+            if len(out) >= n or sum(1 for _ in seen) >= n:
+                break
+            args = [make_expr(k, rng) for k in c]
+            key = repr(args)
+            if key not in seen:
+                seen.add(key)
+                out.append(args)
+                if len(out) % per == 0:
+                    break
+        if len(out) >= n:
+            break
+    return out
+
+
+def make_expr(kind: str, rng: random.Random) -> str:
+    """A Python expression for a value of ``kind`` (literals, or numpy / collections
+    constructors reached through ``__import__``)."""
+    if kind == "array_int2d":
+        r, c = rng.randint(3, 6), rng.randint(3, 6)
+        rows = [[rng.choice([0, 0, 1, 2, 3]) for _ in range(c)] for _ in range(r)]
+        return f"__import__('numpy').array({rows!r})"
+    if kind == "array_float":
+        vals = [round(rng.uniform(0, 10), 3) for _ in range(rng.randint(3, 10))]
+        return f"__import__('numpy').array({vals!r})"
+    if kind == "counter":
+        d = {_word(rng): rng.randint(0, 3) for _ in range(rng.randint(0, 3))}
+        return f"__import__('collections').defaultdict(int, {d!r})"
+    return repr(make_value(kind, rng))
+
+
+def call_expr(name: str, args: list[str]) -> str:
+    """The probe expression calling ``name`` on ``args`` (Python expressions)."""
+    return f"{name}({', '.join(args)})"
+
+
+def opaque_params(fn: Function) -> list[str]:
+    return [p for p in fn.params[:fn.n_required] if _OPAQUE.match(p.lower())]

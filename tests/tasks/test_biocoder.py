@@ -1,0 +1,240 @@
+"""BioCoder (issue 14): tasks rebuilt from the function corpora, graded by differential
+testing on hidden inputs through probes; gold scores 1 through the real environment, stubs,
+constants, hard-coded examples and exits score 0, hidden values never reach the prompt."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+
+import medagentgym as mag
+from medagentgym.tasks import biocoder_corpus as bc
+from medagentgym.tasks import registry
+from medagentgym.tasks.biocoder import BioCoderFamily, same_value
+from medagentgym.types import Task
+
+SPEC = registry.DatasetSpec(
+    "biocoder", "medagentgym.tasks.biocoder:BioCoderFamily",
+    "BioCoder: bioinformatics functions graded on hidden inputs", "Bioinformatics coding",
+    licence="CC BY 4.0", sources=("biocoder",))
+
+
+def _sandbox_ok() -> bool:
+    from medagentgym.sandbox import available_providers
+
+    return available_providers()["bwrap"][0]
+
+
+# --------------------------------------------------------------------------- host-side units
+
+
+def test_values_compare_with_tolerance_and_types():
+    assert same_value(1.0, 1.0 + 1e-9) and not same_value(1.0, 1.01)
+    assert same_value([1, [2.0, "a"]], [1, [2.0000000001, "a"]])
+    assert not same_value(True, 1) and not same_value(1, True)
+    assert same_value({"a": [1]}, {"a": [1]}) and not same_value({"a": 1}, {"b": 1})
+    assert same_value(float("nan"), float("nan")) and not same_value(float("nan"), 1.0)
+    assert not same_value("1", 1) and not same_value(None, 0)
+
+
+def test_context_is_rebuilt_without_the_target():
+    helper = bc.analyse("1", "c", "def helper(x):\n    return re.sub('a', 'b', x)\n")
+    target = bc.analyse("2", "c", "def target(s):\n    '''Doc.'''\n    if not s:\n"
+                                  "        raise FooError('empty')\n"
+                                  "    return helper(s) + str(np.sum([1]))\n")
+    other = bc.analyse("3", "c", "def target(s):\n    return s\n")  # a same-named definition
+    ctx = bc.resolve_context(target, {"helper": [helper], "target": [target, other]})
+    assert ctx.problem is None
+    src = bc.context_source(ctx)
+    assert "import re" in src and "import numpy as np" in src
+    assert "class FooError(Exception)" in src and "def helper" in src
+    assert "def target" not in src  # removed everywhere
+    stub = bc.prompt_stub(target)
+    assert "Doc." in stub and "helper(" not in stub and "..." in stub
+
+
+def test_unresolvable_names_and_objects_are_excluded_with_a_reason():
+    fn = bc.analyse("1", "c", "def f(x):\n    return CONSTANT + x\n")
+    assert "CONSTANT" in (bc.resolve_context(fn, {}).problem or "")
+    meth = bc.analyse("2", "c", "def g(self, x):\n    return x\n")
+    assert meth.problem and "method" in meth.problem
+    static = bc.analyse("3", "c", "@staticmethod\ndef h(x):\n    return x + 1\n")
+    assert static.problem is None and "@staticmethod" not in static.source
+
+
+def test_inputs_follow_the_parameters_use_and_are_deterministic():
+    fn = bc.analyse("1", "c", "def f(seq, n):\n    return seq.upper()[:n] * len(range(n))\n")
+    kinds = bc.param_kinds(fn)
+    assert kinds["seq"][0] in ("dna", "str") and kinds["n"][0] == "int"
+    a = bc.candidate_inputs(fn, "seed")
+    assert a == bc.candidate_inputs(fn, "seed") and len(a) >= 20
+    assert all(len(args) == 2 for args in a)
+
+
+# --------------------------------------------------------------------------- the tasks
+
+
+@pytest.fixture(scope="module")
+def tasks(mirror, tmp_path_factory):
+    if not (mirror / "biocoder").is_dir():
+        pytest.skip("the BioCoder mirror is not available")
+    if not _sandbox_ok():
+        pytest.skip("bubblewrap cannot run here (the hidden tests are built in the sandbox)")
+    from medagentgym.data import home
+    from medagentgym.data.sources import pull
+
+    saved = os.environ.get(home.ENV_VAR)
+    root = os.environ.get("MEDAGENTGYM_TEST_BIOCODER_HOME") or str(
+        tmp_path_factory.mktemp("biocoder_home"))
+    os.environ[home.ENV_VAR] = root
+    added = "biocoder" not in registry.list_datasets()
+    if added:
+        registry.register(SPEC)
+    registry.clear_cache()
+    try:
+        pull("biocoder", mirror)
+        fam = registry.get_family("biocoder")
+        yield {"test": fam.load_tasks("test"), "train": fam.load_tasks("train"), "family": fam}
+    finally:
+        if added:
+            registry._REGISTRY.pop("biocoder", None)
+        registry.clear_cache()
+        if saved is None:
+            os.environ.pop(home.ENV_VAR, None)
+        else:
+            os.environ[home.ENV_VAR] = saved
+
+
+def _all(tasks) -> list[Task]:
+    return [*tasks["test"], *tasks["train"]]
+
+
+def test_tasks_are_built_with_hidden_cases_and_deterministic_ids(tasks):
+    assert len(tasks["test"]) >= 15 and len(tasks["train"]) >= 60
+    ids = [t.id for t in _all(tasks)]
+    assert len(ids) == len(set(ids))
+    assert all(t.id.startswith(("biocoder-test-public-", "biocoder-train-hidden-"))
+               for t in _all(tasks))
+    cats = {t.category for t in _all(tasks)}
+    assert cats <= {c for c, _ in bc.CATEGORIES} and len(cats) >= 5
+    for t in _all(tasks):
+        cases = t.truth.value["cases"]
+        assert len(cases) == 5
+        outs = {json.dumps(c["value"], sort_keys=True) for c in cases}
+        assert len(outs) >= 2  # a constant function cannot pass
+
+
+def test_hidden_inputs_and_expectations_never_appear_in_the_prompt(tasks):
+    fam = tasks["family"]
+    for t in _all(tasks):
+        text = t.goal + fam.instructions(t) + json.dumps(t.metadata)
+        example = t.metadata["example"]
+        for case in t.truth.value["cases"]:
+            call = bc.call_expr(t.metadata["function"], case["args"])
+            assert call not in text
+            assert case["args"] != example["args"]
+        assert "def " + t.metadata["function"] + "(" not in t.metadata["context"]
+
+
+def test_exclusions_are_recorded_with_reasons(tasks):
+    reasons = tasks["family"].excluded()
+    assert reasons and all(r["reason"] and r["key"] for r in reasons)
+    assert len(_all(tasks)) + len(reasons) == 157 + 1026  # every corpus function accounted
+
+
+# --------------------------------------------------------------------------- the environment
+
+
+def _sample(tasks, n_test: int = 8, n_train: int = 4) -> list[Task]:
+    test, train = sorted(tasks["test"], key=lambda t: t.id), sorted(tasks["train"],
+                                                                     key=lambda t: t.id)
+    random.Random(14).shuffle(test)
+    random.Random(15).shuffle(train)
+    return test[:n_test] + train[:n_train]  # a prefix of the same order for every n
+
+
+def _code(source: str) -> str:
+    return json.dumps({"action": "validate_code", "params": {"code": source}})
+
+
+@pytest.fixture(scope="module")
+def env(tasks):
+    e = mag.make("biocoder", "test", tasks=_sample(tasks))
+    yield e
+    e.close()
+
+
+def _episode(env, task: Task, code: str) -> tuple[float, str]:
+    env.reset(options={"task_id": task.id})
+    obs, reward, _done, _, _info = env.step(_code(code))
+    return reward, obs
+
+
+def test_gold_scores_one_through_the_environment(env, tasks):
+    for task in _sample(tasks):
+        reward, obs = _episode(env, task, task.truth.solution)
+        assert reward == 1.0, (task.id, obs[-800:])
+        for case in task.truth.value["cases"]:  # nothing hidden is echoed
+            assert bc.call_expr(task.metadata["function"], case["args"]) not in obs
+
+
+def _with_body(task: Task, body: str) -> str:
+    ctx = task.metadata["context"]
+    params = ", ".join(task.metadata["params"])
+    return f"{ctx}\n\ndef {task.metadata['function']}({params}):\n    {body}\n"
+
+
+def test_stubs_constants_and_hard_coding_score_zero(env, tasks):
+    for task in _sample(tasks, 6, 2):
+        example = task.metadata["example"]
+        visible = bc.call_expr(task.metadata["function"], example["args"])
+        cheats = {
+            "return None": _with_body(task, "return None"),
+            "constant": _with_body(task, f"return {example['value']!r}"),
+            "hard-coded example": _with_body(
+                task, f"print({visible!r}); return {example['value']!r}"),
+            "no function, exit": "import sys\nsys.exit(0)",
+            "main and atexit only": "import atexit\natexit.register(lambda: print('ok'))\n"
+                                     "def main():\n    print('ok')\nmain()",
+        }
+        for name, code in cheats.items():
+            reward, obs = _episode(env, task, code)
+            assert reward == 0.0, (task.id, name, obs[-400:])
+
+
+def test_extra_prints_and_patched_print_do_not_matter(env, tasks):
+    task = _sample(tasks, 1, 0)[0]
+    code = ("import builtins, random\nbuiltins.print = lambda *a, **k: None\n"
+            "random.seed = lambda *a, **k: None\nprint('noise')\n" + task.truth.solution)
+    reward, obs = _episode(env, task, code)
+    assert reward == 1.0, obs[-400:]
+
+
+def test_a_wrong_function_scores_zero(env, tasks):
+    # the golden of another task under this task's name: a real, different function
+    sample = _sample(tasks, 4, 0)
+    for task, other in zip(sample, sample[1:] + sample[:1], strict=True):
+        params = task.metadata["params"]
+        body = f"return {other.metadata['function']}(*{params[:len(other.metadata['params'])]!r})"
+        code = other.truth.solution + "\n\n" + _with_body(task, body).split("\n\n", 1)[-1]
+        code = code.replace(f"*{params[:len(other.metadata['params'])]!r}",
+                            ", ".join(params[:len(other.metadata['params'])]))
+        reward, _ = _episode(env, task, code)
+        assert reward == 0.0, task.id
+
+
+def test_family_options_and_grading_of_nothing(tasks):
+    import asyncio
+
+    from medagentgym.tasks.contract import GradeContext, SandboxView
+
+    fam: BioCoderFamily = tasks["family"]
+    task = tasks["test"][0]
+    grade = asyncio.run(fam.grade(GradeContext(task=task, stage=0, answer=None,
+                                               has_answer=False, result=None,
+                                               sandbox=SandboxView(None))))
+    assert not grade.correct and grade.score == 0.0
+    assert set(fam.probes(task)) == {f"h{i}" for i in range(5)}
