@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import pytest
-from tests.graders.hostile import HOSTILE, hostile, synthetic_tasks
+from tests.graders.hostile import HOSTILE, ProbeAnswer, hostile, synthetic_tasks
 
 from medagentgym.agents.base import Agent
 from medagentgym.env import env as env_module
@@ -76,6 +76,7 @@ class FakeSandbox:
 
     def __init__(self) -> None:
         self.result = ExecResult(status="ok")
+        self.value: Any = None
 
     async def start(self) -> None:
         pass
@@ -86,13 +87,27 @@ class FakeSandbox:
     async def close(self) -> None:
         pass
 
-    async def execute(self, code: str, *, timeout: float = 30.0, **_: Any) -> ExecResult:
+    async def execute(self, code: str, *, timeout: float = 30.0, probes: Any = None,
+                      **_: Any) -> ExecResult:
+        if probes:  # a family graded by probes: every probe returns the stored value
+            from medagentgym.sandbox.base import ProbeValue
+
+            if isinstance(self.value, ProbeAnswer):
+                got = {k: ProbeValue(value=v, type=t) for k, (v, t) in self.value.values.items()}
+            else:
+                got = {k: ProbeValue(value=self.value, type=type(self.value).__name__)
+                       for k in probes}
+            return self.result.model_copy(update={"probes": got})
         return self.result
 
     async def run(self, argv: Any, *, timeout: float = 30.0) -> ExecResult:
         return self.result
 
     def answer(self, value: Any) -> None:
+        self.value = value
+        if isinstance(value, ProbeAnswer):  # probe values only, no `answer`
+            self.result = ExecResult(status="ok")
+            return
         self.result = ExecResult(status="ok", answer=value, answer_type=type(value).__name__)
 
 

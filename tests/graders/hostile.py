@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from functools import cache
@@ -143,7 +144,41 @@ def _npower(dataset: str, family: Any) -> list[tuple[Task, int, Any]]:
     ]
 
 
-BUILDERS = {"EhrSqlFamily": _ehr, "MedCalcFamily": _medcalc, "NPowerFamily": _npower}
+# --- families graded by probes (issue 14) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeAnswer:
+    """What the probes of an execution returned, by probe name: (value, Python type name).
+    A gold for families graded by probes; a hostile value is given to every probe instead."""
+
+    values: dict[str, tuple[Any, str]]
+
+
+def probe_gold(family: Any, task: Task, stage: int = 0) -> ProbeAnswer | None:
+    """The probe values the reference returns on a real task (None: not a probe family)."""
+    if type(family).__name__ == "BioCoderFamily":
+        return ProbeAnswer({f"h{i}": (c["value"], c["type"])
+                            for i, c in enumerate(task.truth.value["cases"])})
+    return None
+
+
+def _biocoder(dataset: str, family: Any) -> list[tuple[Task, int, Any]]:
+    cases = [{"args": ["'ACGT'"], "value": 0.5, "type": "float"},
+             {"args": ["'GGCA'"], "value": [0.75, "GC"], "type": "tuple"},
+             {"args": ["'AT'"], "value": "ACGT", "type": "str"},
+             {"args": ["'G'"], "value": {"G": 3}, "type": "dict"},
+             {"args": ["''"], "value": 7, "type": "int"}]
+    truth = GroundTruth(kind="probe_values", value={"function": "gc", "cases": cases},
+                        solution="def gc(seq):\n    return 0\n")
+    task = _task(dataset, 0, truth, function="gc", params=["seq"], context="",
+                 example={"args": ["'C'"], "value": 1.0, "type": "float"})
+    return [(task, 0, ProbeAnswer({f"h{i}": (c["value"], c["type"])
+                                   for i, c in enumerate(cases)}))]
+
+
+BUILDERS = {"EhrSqlFamily": _ehr, "MedCalcFamily": _medcalc, "NPowerFamily": _npower,
+            "BioCoderFamily": _biocoder}
 
 
 def synthetic_tasks(dataset: str) -> list[tuple[Task, int, Any]]:

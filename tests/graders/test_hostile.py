@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.graders.hostile import HOSTILE, hostile, synthetic_tasks
+from tests.graders.hostile import HOSTILE, ProbeAnswer, hostile, probe_gold, synthetic_tasks
 
 from medagentgym.tasks import registry
 from medagentgym.types import Grade
@@ -18,7 +18,7 @@ DATASETS = registry.list_datasets()
 # null by design, so these are left out on real tasks (the synthetic golds avoid 0, 1 and empty)
 LEGITIMATE_ON_REAL = {"bool_true", "bool_false", "bool_list", "nan", "nan_in_list"}
 REAL_OPTIONS = {"npowerai": {"source": "synthetic", "train_size": 12, "test_size": 12},
-                "medcalcbench": {}}  # no database: takes no `database` option
+                "medcalcbench": {}, "biocoder": {}}  # no database: no `database` option
 
 
 def grade_via_contract(family, task, value, stage=0) -> Grade:
@@ -27,9 +27,25 @@ def grade_via_contract(family, task, value, stage=0) -> Grade:
 
     from medagentgym.tasks.contract import GradeContext, SandboxView
 
-    ctx = GradeContext(task=task, stage=stage, answer=value, has_answer=True, result=None,
+    ctx = GradeContext(task=task, stage=stage, answer=value, has_answer=True,
+                       result=_probe_result(family, task, value, stage),
                        sandbox=SandboxView(None))
     return asyncio.run(family.grade(ctx))
+
+
+def _probe_result(family, task, value, stage):
+    """For families graded by probes: an execution whose probes all returned ``value`` (or,
+    for a :class:`ProbeAnswer`, the values it holds); None for the others."""
+    probes = family.probes(task, stage)
+    if not probes:
+        return None
+    from medagentgym.sandbox.base import ExecResult, ProbeValue
+
+    if isinstance(value, ProbeAnswer):
+        got = {k: ProbeValue(value=v, type=t) for k, (v, t) in value.values.items()}
+    else:
+        got = {k: ProbeValue(value=value, type=type(value).__name__) for k in probes}
+    return ExecResult(status="ok", probes=got)
 
 
 def assert_graded_wrong(grade: Grade, seconds: float) -> None:
@@ -83,9 +99,12 @@ def _real_tasks(dataset: str, mirror: Path) -> list:
     pytest.skip(f"data for {dataset} is unavailable")
 
 
-def _gold(task, stage: int):
-    """The gold answer as an agent would store it (rows as lists)."""
+def _gold(task, stage: int, family=None):
+    """The gold answer as an agent would store it (rows as lists; probe values for families
+    graded by probes)."""
     truth = task.truth
+    if family is not None and (probed := probe_gold(family, task, stage)) is not None:
+        return probed
     value = truth.value[stage] if truth.kind == "sequence" else truth.value
     if truth.kind in ("sql_rows", "sequence") and value is not None:
         return [list(row) for row in value]
@@ -101,7 +120,7 @@ def test_real_tasks_grade_hostile_answers_wrong(mag_home, mirror, dataset):
     picked = tasks[:4] + [t for t in tasks if t.metadata.get("is_impossible")][:1]
     for task in picked:
         for stage in range(len(family.stages(task))):
-            assert grade_via_contract(family, task, _gold(task, stage), stage).correct
+            assert grade_via_contract(family, task, _gold(task, stage, family), stage).correct
             for name in HOSTILE.keys() - LEGITIMATE_ON_REAL:
                 t0 = time.perf_counter()
                 grade = grade_via_contract(family, task, hostile(name), stage)

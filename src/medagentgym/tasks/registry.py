@@ -146,3 +146,11 @@ register(DatasetSpec(
     "medagentbench", "medagentgym.tasks.medagentbench:MedAgentBenchFamily",
     "MedAgentBench: read and write a FHIR R4 EHR (embedded server, reset per episode)",
     "EHR agent (FHIR)", licence="MIT (tasks)", sources=("medagentbench",)))
+
+# --- BioCoder: bioinformatics functions graded on hidden inputs (issue 14) ----------------
+register(DatasetSpec(
+    "biocoder", "medagentgym.tasks.biocoder:BioCoderFamily",
+    "BioCoder: write a bioinformatics function; graded on hidden inputs (differential testing)",
+    "Bioinformatics coding", in_distribution=False,
+    licence="CC BY 4.0 (BioCoder; snippets under their projects' licences)",
+    sources=("biocoder",)))
