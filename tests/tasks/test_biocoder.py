@@ -238,3 +238,30 @@ def test_family_options_and_grading_of_nothing(tasks):
                                                sandbox=SandboxView(None))))
     assert not grade.correct and grade.score == 0.0
     assert set(fam.probes(task)) == {f"h{i}" for i in range(5)}
+
+
+def test_nothing_hidden_is_readable_in_the_sandbox(env, tasks):
+    """Files the agent can read (workspace, tmp, inputs) and the environment hold neither
+    the hidden inputs nor the expected values; the agent's code runs before any probe."""
+    task = _sample(tasks, 1, 0)[0]
+    spy = ("import os\nseen = []\n"
+           "for root in ('/workspace', '/tmp', '/data', '/inputs'):\n"
+           "    for d, _, fs in os.walk(root):\n"
+           "        for f in fs:\n"
+           "            try:\n"
+           "                seen.append(open(os.path.join(d, f), errors='replace').read(100000))\n"
+           "            except OSError:\n"
+           "                pass\n"
+           "seen.append(repr(sorted(os.environ.items())))\n"
+           "answer = '\\n'.join(seen)\n")
+    env.reset(options={"task_id": task.id})
+    obs, reward, _, _, info = env.step(_code(spy))
+    seen = obs + json.dumps(info, default=str)
+    assert reward == 0.0
+    for case in task.truth.value["cases"]:
+        for arg in case["args"]:
+            if len(arg) > 6:
+                assert arg not in seen
+        value = json.dumps(case["value"])
+        if len(value) > 6:
+            assert value not in seen
