@@ -123,9 +123,10 @@ def _fmt_dates(value: str) -> list[str]:
         t = dt.datetime.strptime(value[:19], "%Y-%m-%d %H:%M:%S")
     except ValueError:
         return []
-    return [f"{t:%B} {t.day}, {t.year} {t:%H:%M}", f"{t.day} {t:%b} {t.year} {t:%H:%M}"] + (
-        [f"{t:%B} {t.day}, {t.year}", f"{t.day} {t:%b} {t.year}"] if t.hour == t.minute == 0
-        else [])
+    clock = f"{t:%H:%M}" + (f":{t:%S}" if t.second else "")  # seconds only when there are
+    return [f"{t:%B} {t.day}, {t.year} {clock}", f"{t.day} {t:%b} {t.year} {clock}"] + (
+        [f"{t:%B} {t.day}, {t.year}", f"{t.day} {t:%b} {t.year}"]
+        if t.hour == t.minute == t.second == 0 else [])
 
 
 def _units(task: Any) -> list[tuple[int, Any, str, str]]:

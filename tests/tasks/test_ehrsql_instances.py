@@ -1,23 +1,26 @@
 """EHRSQL / MIMICSQL template extraction and re-instantiation on the database in use.
 
 Coverage measured with ``per_template=3``, seed 0 (answerable templates → templates with at
-least one instance → instances; EHR-SeqSQL chains of 3 from those instances):
+least one instance → templates kept after the answer cap → instances):
 
-=========  ==============================  =====================================
-dataset    synthetic, 100 patients          open demo (imported, 100 patients)
-=========  ==============================  =====================================
-mimic_iii  1322 → 1289 (97.5 %) → 3646       1322 → 1246 (94.3 %) → 3482
-eicu       1343 → 1331 (99.1 %) → 3786       1343 → 1065 (79.3 %) → 3017 (the demo
-                                             mirror has no ``lab``/``vitalperiodic``)
-treqs       721 →  721 (100 %)  → 2158        721 →  721 (100 %)  → 2150
-seqsql     761 (mimic) / 793 (eicu) chains   710 / 313 chains
-=========  ==============================  =====================================
+=========  ====================================  ====================================
+dataset    synthetic, 100 patients                open demo (imported, 100 patients)
+=========  ====================================  ====================================
+mimic_iii  1322 → 1281 → 1113 (84 %) → 2793        1322 → 1233 → 1084 (82 %) → 2693
+eicu       1343 → 1330 → 1181 (88 %) → 3006        1343 → 1061 → 976 (73 %) → 2446 (the
+                                                   demo mirror has no ``lab``/``vitalperiodic``)
+treqs       721 →  721 →  720 (100 %) → 1796        721 →  721 →  721 (100 %) → 1938
+=========  ====================================  ====================================
 
-Synthetic numbers move with the generator version. Templates: EHRSQL v2024-04-27 valid+test
-(1958 / 1959 answerable items, 894 unanswerable question templates each); MIMICSQL dev+test of
-the three variants + MedAgentGym's TREQS files.
-Missing templates on the demo are mostly "current ICU stay" / "today" questions (no such rows).
-``test_demo_coverage`` recomputes the demo row when ``MEDAGENTGYM_SLOW_TESTS=1``.
+The answer cap (no single value the whole answer of more than 1.25 % of the instances, so
+that a constant answer earns nothing) leaves out most yes/no templates: they can only answer
+0/1. Tie-dependent candidates dropped (and resampled): synthetic mimic_iii 120, eicu 2; demo
+mimic_iii 415, eicu 307; treqs none. Synthetic numbers move with the generator version.
+Templates: EHRSQL v2024-04-27 valid+test (1958 / 1959 answerable items, 894 unanswerable
+question templates each); MIMICSQL dev+test of the three variants + MedAgentGym's TREQS
+files. Missing templates on the demo are mostly "current ICU stay" / "today" questions (no
+such rows). ``test_demo_coverage`` recomputes the demo column when
+``MEDAGENTGYM_SLOW_TESTS=1``.
 """
 
 from __future__ import annotations
