@@ -177,8 +177,39 @@ def _biocoder(dataset: str, family: Any) -> list[tuple[Task, int, Any]]:
                                    for i, c in enumerate(cases)}))]
 
 
+def _medagentbench(dataset: str, family: Any) -> list[tuple[Task, int, Any]]:
+    """Answer-only MedAgentBench cases (an MRN lookup, an age, a latest value): graded with
+    an empty write log, so the gold is the answer alone."""
+    out = []
+    for i, (case, gold) in enumerate((
+            ({"type": 1, "answer": "S6534835"}, "S6534835"),
+            ({"type": 2, "answer": 67}, 67),
+            ({"type": 4, "answer": 2.3}, 2.3))):
+        if case["type"] == 1:
+            truth = GroundTruth(kind="service_state", value=case)
+        else:
+            truth = GroundTruth(kind="numeric", value=case["answer"],
+                                extra={"lower": case["answer"], "upper": case["answer"],
+                                       "case": case})
+        out.append((_task(dataset, i, truth), 0, gold))
+    return out
+
+
+class NoWrites:
+    """Stands in for a family service whose state graders read: nothing was written."""
+
+    writes: list = []  # noqa: RUF012 (read-only here)
+
+
+def stand_in_services(family: Any) -> dict[str, Any]:
+    """Services for grading outside an episode (graders read their state only)."""
+    if type(family).__name__ == "MedAgentBenchFamily":
+        return {"fhir": NoWrites()}
+    return {}
+
+
 BUILDERS = {"EhrSqlFamily": _ehr, "MedCalcFamily": _medcalc, "NPowerFamily": _npower,
-            "BioCoderFamily": _biocoder}
+            "BioCoderFamily": _biocoder, "MedAgentBenchFamily": _medagentbench}
 
 
 def synthetic_tasks(dataset: str) -> list[tuple[Task, int, Any]]:

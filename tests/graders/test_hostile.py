@@ -8,7 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.graders.hostile import HOSTILE, ProbeAnswer, hostile, probe_gold, synthetic_tasks
+from tests.graders.hostile import (
+    HOSTILE,
+    ProbeAnswer,
+    hostile,
+    probe_gold,
+    stand_in_services,
+    synthetic_tasks,
+)
 
 from medagentgym.tasks import registry
 from medagentgym.types import Grade
@@ -18,7 +25,8 @@ DATASETS = registry.list_datasets()
 # null by design, so these are left out on real tasks (the synthetic golds avoid 0, 1 and empty)
 LEGITIMATE_ON_REAL = {"bool_true", "bool_false", "bool_list", "nan", "nan_in_list"}
 REAL_OPTIONS = {"npowerai": {"source": "synthetic", "train_size": 12, "test_size": 12},
-                "medcalcbench": {}, "biocoder": {}}  # no database: no `database` option
+                "medcalcbench": {}, "biocoder": {},
+                "medagentbench": {}}  # no database: no `database` option
 
 
 def grade_via_contract(family, task, value, stage=0) -> Grade:
@@ -29,7 +37,7 @@ def grade_via_contract(family, task, value, stage=0) -> Grade:
 
     ctx = GradeContext(task=task, stage=stage, answer=value, has_answer=True,
                        result=_probe_result(family, task, value, stage),
-                       sandbox=SandboxView(None))
+                       sandbox=SandboxView(None), services=stand_in_services(family))
     return asyncio.run(family.grade(ctx))
 
 
@@ -99,6 +107,12 @@ def _real_tasks(dataset: str, mirror: Path) -> list:
     pytest.skip(f"data for {dataset} is unavailable")
 
 
+def _answer_only(task) -> bool:
+    """A service task whose gold needs no write (an MRN lookup, a value read)."""
+    case = task.truth.extra.get("case") if task.truth.kind == "numeric" else task.truth.value
+    return isinstance(case, dict) and case.get("type") in (1, 2, 4, 6, 7) and "answer" in case
+
+
 def _gold(task, stage: int, family=None):
     """The gold answer as an agent would store it (rows as lists; probe values for families
     graded by probes)."""
@@ -106,6 +120,8 @@ def _gold(task, stage: int, family=None):
     if family is not None and (probed := probe_gold(family, task, stage)) is not None:
         return probed
     value = truth.value[stage] if truth.kind == "sequence" else truth.value
+    if truth.kind == "service_state" and isinstance(value, dict) and "answer" in value:
+        return value["answer"]  # an answer-only service task: the answer is in the case
     if truth.kind in ("sql_rows", "sequence") and value is not None:
         return [list(row) for row in value]
     return value
@@ -118,6 +134,8 @@ def test_real_tasks_grade_hostile_answers_wrong(mag_home, mirror, dataset):
     family = registry.get_family(dataset, **options)
     tasks = _real_tasks(dataset, mirror)
     picked = tasks[:4] + [t for t in tasks if t.metadata.get("is_impossible")][:1]
+    if stand_in_services(family):  # graded on a service's state: answer-only tasks here
+        picked = [t for t in tasks if _answer_only(t)][:4]
     for task in picked:
         for stage in range(len(family.stages(task))):
             assert grade_via_contract(family, task, _gold(task, stage, family), stage).correct

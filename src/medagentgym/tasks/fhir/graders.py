@@ -45,11 +45,17 @@ class Fail(Exception):
 
 
 def _num(x: Any) -> float | None:
+    """A finite number from the agent's value, or None (never raises: huge ints, long digit
+    strings and infinities are simply not numbers here)."""
     if isinstance(x, bool) or not isinstance(x, int | float):
-        if isinstance(x, str) and re.fullmatch(r"\s*-?\d+(\.\d+)?\s*", x):
-            return float(x)
+        if isinstance(x, str) and len(x) <= 64 and re.fullmatch(r"\s*-?\d+(\.\d+)?\s*", x):
+            x = float(x)
+        else:
+            return None
+    try:
+        f = float(x)
+    except (OverflowError, ValueError):
         return None
-    f = float(x)
     return f if math.isfinite(f) else None
 
 
