@@ -393,8 +393,10 @@ def _fake_release(root: Path) -> Path:
     conn.execute("CREATE TABLE patients (row_id INT)")
     conn.commit()
     conn.close()
-    (d / "mimic_iii" / "train_tasks.jsonl").write_text('{"id": 1}\n{"id": 2}\n')
-    (d / "mimic_iii" / "valid_tasks.jsonl").write_text('{"id": 3}\n\n')
+    # EHR task files carry their answers (a file without them is refused: test_official_release)
+    (d / "mimic_iii" / "train_tasks.jsonl").write_text(
+        '{"id": 1, "answer": [[1]]}\n{"id": 2, "answer": [[2]]}\n')
+    (d / "mimic_iii" / "valid_tasks.jsonl").write_text('{"id": 3, "answer": [[3]]}\n\n')
     (d / "biocoder").mkdir()
     (d / "biocoder" / "test_tasks.jsonl").write_text('{"id": "a"}\n')
     (d / "biocoder" / "extra.csv").write_text("a,b\n")
@@ -424,7 +426,7 @@ def test_import_medagentgym_validation(tmp_path):
     (rel / "data" / "mimic_iii" / "valid_tasks.jsonl").write_text("{broken\n")
     with pytest.raises(ConfigurationError, match="not valid JSON"):
         importers.import_medagentgym(rel, tmp_path / "h")
-    (rel / "data" / "mimic_iii" / "valid_tasks.jsonl").write_text("{}\n")
+    (rel / "data" / "mimic_iii" / "valid_tasks.jsonl").write_text('{"answer": [[1]]}\n')
     (rel / "data" / "mimic_iii" / "mimic_iii.db").write_bytes(b"not a database at all")
     with pytest.raises(ConfigurationError, match="not a SQLite database"):
         importers.import_medagentgym(rel, tmp_path / "h")
