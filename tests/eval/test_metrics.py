@@ -188,7 +188,8 @@ def test_json_shape_aggregates_and_categories():
     assert ind["average"] == pytest.approx((0.5 + 0.25) / 2)  # macro average
     assert ind["ci95"][0] <= ind["average"] <= ind["ci95"][1]
     assert not ind["complete"] and "treqs" in ind["missing"] and "biocoder" in ind["missing"]
-    assert "biocoder" in ind["not_implemented"] and "treqs" not in ind["not_implemented"]
+    assert "ehrshot" in ind["not_implemented"] and "treqs" not in ind["not_implemented"]
+    assert "biocoder" not in ind["not_implemented"]  # registered: missing from this run only
     ood = rep["overall"]["ood"]
     assert ood["datasets"] == ["npowerai"] and ood["average"] == 1.0
     assert rep["overall"]["episodes"] == 12
