@@ -137,6 +137,7 @@ class HttpResponse:
     status: int = 200
     body: bytes = b""
     content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 _REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
@@ -185,8 +186,11 @@ class HttpService(Service):
             response = HttpResponse(400, b'{"error": "bad request"}')
         try:
             reason = _REASONS.get(response.status, "Status")
+            extra = "".join(f"{k}: {v}\r\n" for k, v in response.headers.items()
+                            if "\r" not in k + v and "\n" not in k + v)
             head = (f"HTTP/1.1 {response.status} {reason}\r\nContent-Type: {response.content_type}"
-                    f"\r\nContent-Length: {len(response.body)}\r\nConnection: close\r\n\r\n")
+                    f"\r\nContent-Length: {len(response.body)}\r\n{extra}"
+                    "Connection: close\r\n\r\n")
             writer.write(head.encode() + response.body)
             await writer.drain()
         except (ConnectionError, OSError):

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from medagentgym.tasks.contract import _REASONS, HttpRequest, HttpResponse, HttpService
+from medagentgym.tasks.contract import HttpRequest, HttpResponse, HttpService
 
 BASE_URL = "http://localhost:8080/fhir/"
 PREFIX = "/fhir"
@@ -53,9 +53,7 @@ DEFAULT_COUNT = 20
 # --------------------------------------------------------------------------- responses
 
 
-@dataclass
-class FhirResponse(HttpResponse):
-    headers: dict[str, str] = field(default_factory=dict)
+FhirResponse = HttpResponse  # headers (Location, ETag) are HttpResponse's own
 
 
 def _json(status: int, obj: Any, headers: dict[str, str] | None = None) -> FhirResponse:
@@ -522,26 +520,6 @@ class FhirServer(HttpService):
         return [w for w in self.writes if w.accepted]
 
     # -- HTTP -----------------------------------------------------------------------------
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # HttpService._serve plus the response's own headers (Location, ETag)
-        try:
-            response = await asyncio.wait_for(self._read_and_handle(reader), self.timeout)
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ValueError,
-                asyncio.LimitOverrunError):
-            response = outcome(400, "bad request")
-        try:
-            reason = _REASONS.get(response.status, "Status")
-            extra = "".join(f"{k}: {v}\r\n" for k, v in getattr(response, "headers", {}).items())
-            head = (f"HTTP/1.1 {response.status} {reason}\r\nContent-Type: "
-                    f"{response.content_type}\r\nContent-Length: {len(response.body)}\r\n"
-                    f"{extra}Connection: close\r\n\r\n")
-            writer.write(head.encode() + response.body)
-            await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-
     async def handle(self, request: HttpRequest) -> HttpResponse:
         self.requests += 1
         target = request.path
