@@ -13,6 +13,7 @@ import typer
 from medagentgym.cli import bench, data, rollout, run, sandbox, serve, tasks
 from medagentgym.cli import eval as eval_cmds
 from medagentgym.cli import train as train_cli
+from medagentgym.cli.examples import attach as attach_examples
 
 app = typer.Typer(
     name="medagentgym",
@@ -46,15 +47,50 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: configuration errors print one line and exit 2."""
+def _print_version(value: bool) -> None:
+    if value:
+        version()
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(False, "--version", "-V", callback=_print_version,
+                                      is_eager=True, help="print the version and exit"),
+) -> None:
+    """Executable, verifiable, multi-turn environments for biomedical coding agents.
+
+    Results go to stdout (``--json`` for JSON); progress, warnings and errors to stderr.
+    """
+
+
+attach_examples(app)
+
+
+def run_app(typer_app: typer.Typer, argv: list[str] | None = None) -> None:
+    """Run a typer app the way the console script does: a configuration error prints one
+    line and exits 2; an infrastructure error, or a full disk anywhere, one line and exit 1."""
+    import errno
+
     from medagentgym.errors import ConfigurationError, InfrastructureError
 
     try:
-        app(args=argv, standalone_mode=True)
+        typer_app(args=argv, standalone_mode=True)
     except ConfigurationError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
     except InfrastructureError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        typer.secho(f"error: no space left on the device{where}; free space, then run the same "
+                    "command again (runs: with --resume)", fg="red", err=True)
+        sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: configuration errors print one line and exit 2."""
+    run_app(app, argv)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -61,7 +60,34 @@ def _settings(file_data: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+EXAMPLES = """
+Examples:
+
+  medagentgym rollout treqs --model Qwen/Qwen3-8B --base-url http://localhost:8000/v1 \
+      --limit 20 --samples 4 --out runs/qwen-treqs
+
+  medagentgym rollout -d mimic_iii --config run.toml --out runs/a --resume --json > report.json
+"""
+
+#: run.json settings that must match for --resume (one run: one model, one sampling setup)
+RESUME_KEYS = ("dataset", "split", "protocol", "max_turns", "family_options",
+               "temperature_schedule", "seed", "model.model", "model.provider", "model.top_p",
+               "model.max_tokens", "model.stop", "model.extra_body", "agent_settings")
+
+
+def dataset_of(positional: str | None, option: str | None) -> str | None:
+    """The dataset, given positionally or with ``-d``/``--dataset`` (both: they must agree)."""
+    from medagentgym.errors import ConfigurationError
+
+    if positional and option and positional != option:
+        raise ConfigurationError(f"two datasets given ({positional!r} and --dataset {option!r}); "
+                                 "give one")
+    return positional or option
+
+
 def rollout(
+    dataset_arg: str | None = typer.Argument(None, metavar="[DATASET]",
+                                             help="dataset name (or -d/--dataset)"),
     dataset: str | None = typer.Option(None, "--dataset", "-d", help="dataset name"),
     split: str | None = typer.Option(None, help="split (default: test)"),
     model: str | None = typer.Option(None, help="model name (Azure: deployment)"),
@@ -100,19 +126,26 @@ def rollout(
     backend: str | None = typer.Option(None, help="local | ray (default: local)"),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster (default: start a local instance)"),
     ray_workers: int | None = typer.Option(None, "--ray-workers", help="Ray shards (default: the cluster's CPU slots)"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    preflight: bool = typer.Option(True, "--preflight/--no-preflight",
+                                   help="check the endpoint, key and model before the run"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress on stderr"),
 ) -> None:
-    """Run an LLM agent on a dataset split: N tasks x K samples, one stored line per episode."""
+    """Run an LLM agent on a dataset split: N tasks x K samples, one stored line per episode.
+
+    Progress goes to stderr; stdout carries only the result (``--json`` for JSON). A run whose
+    episodes all failed on infrastructure exits 1 with a summary on stderr.
+    """
     from medagentgym.agents.llm_agent import AgentSettings
     from medagentgym.errors import ConfigurationError
     from medagentgym.llm.config import read_config_file, resolve_llm_config
     from medagentgym.rollout.runner import TemperatureSchedule
     from medagentgym.rollout.store import TrajectoryStore
-    from medagentgym.tasks.registry import load_tasks
 
     file_data = read_config_file(config) if config else {}
     s = _settings(file_data, {
-        "dataset": dataset, "split": split, "samples": samples, "concurrency": concurrency,
+        "dataset": dataset_of(dataset_arg, dataset), "split": split, "samples": samples,
+        "concurrency": concurrency,
         "out": str(out) if out else None, "limit": limit, "protocol": protocol,
         "max_turns": max_turns, "database": database, "patients": patients,
         "temperature": temperature, "seed": seed, "sandbox_concurrency": sandbox_concurrency,
@@ -141,26 +174,52 @@ def rollout(
                                  "a comma-separated list of numbers") from None
     agent_settings = AgentSettings.model_validate(
         {**(file_data.get("agent", {}) or {}), **({"use_tools": tools} if tools is not None else {})})
+    if preflight:
+        _preflight(model_cfg, debug_cfg, quiet=quiet)
 
     store = TrajectoryStore(s["out"])
-    run_info = _run_info(store, s, resume)
+    with store.locked("rollout"):
+        _rollout_locked(s, store, model_cfg, debug_cfg, agent_settings, schedule,
+                        resume=resume, quiet=quiet, as_json=as_json)
+
+
+def _preflight(model_cfg: Any, debug_cfg: Any, *, quiet: bool) -> None:
+    """The endpoint check before anything is loaded (one line with the fix when it fails)."""
+    from medagentgym.llm.client import preflight
+
+    checks = [(model_cfg, "--base-url")]
+    if debug_cfg is not None and (debug_cfg.endpoint, debug_cfg.model) != (model_cfg.endpoint,
+                                                                           model_cfg.model):
+        checks.append((debug_cfg, "--debugger-base-url"))
+    for cfg, flag in checks:
+        for warning in preflight(cfg, flag=flag):
+            if not quiet:
+                typer.secho(f"warning: {warning}", fg="yellow", err=True)
+
+
+def _rollout_locked(s: dict[str, Any], store: Any, model_cfg: Any, debug_cfg: Any,
+                    agent_settings: Any, schedule: Any, *, resume: bool, quiet: bool,
+                    as_json: bool) -> None:
+    from medagentgym.tasks.registry import load_tasks
+
     # only what the user set: a family without a database takes no `database`
     family_options: dict[str, Any] = {}
     if s["database"] is not None:
         family_options["database"] = s["database"]
     if s["patients"]:
         family_options["patients"] = int(s["patients"])
-    tasks = load_tasks(s["dataset"], s["split"], **family_options)
-    if s["limit"]:
-        tasks = tasks[: int(s["limit"])]
-    run_info.update({
-        "dataset": s["dataset"], "split": s["split"], "agent": "llm", "tasks": len(tasks),
+    settings = {
+        "dataset": s["dataset"], "split": s["split"], "agent": "llm",
         "samples": s["samples"], "protocol": s["protocol"], "max_turns": s["max_turns"],
         "family_options": family_options, "temperature_schedule": str(s["temperature"]),
         "seed": s["seed"], "model": model_cfg.public_dump(),
         "debugger": debug_cfg.public_dump() if debug_cfg else None,
-        "agent_settings": agent_settings.model_dump(), "backend": s["backend"],
-        "updated_at": time.time()})
+        "agent_settings": agent_settings.model_dump(), "backend": s["backend"]}
+    run_info = _run_info(store, settings, resume)
+    tasks = load_tasks(s["dataset"], s["split"], **family_options)
+    if s["limit"]:
+        tasks = tasks[: int(s["limit"])]
+    run_info.update({**settings, "tasks": len(tasks), "updated_at": time.time()})
     store.write_run_info(run_info)
 
     env_kwargs: dict[str, Any] = {"protocol": s["protocol"], "max_turns": int(s["max_turns"]),
@@ -178,22 +237,63 @@ def rollout(
         typer.secho(f"interrupted: {stored} episodes are stored in {store.path}; run the same "
                     "command with --resume to finish", fg="yellow", err=True)
         raise typer.Exit(130) from None
-    typer.echo(json.dumps(_report(store, new, stats, time.perf_counter() - t0), indent=2))
+    report = _report(store, len(new), stats, time.perf_counter() - t0)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        typer.echo(result_line(report))
+    exit_on_infrastructure(new, store)
 
 
-def _run_info(store: Any, s: dict[str, Any], resume: bool) -> dict[str, Any]:
+def result_line(report: dict[str, Any]) -> str:
+    """The result of a run as text: per dataset, success over graded episodes."""
+    parts = []
+    for name, d in (report.get("summary") or {}).items():
+        graded = d["episodes"] - d["infra_errors"]
+        parts.append(f"{name}: {d['success']}/{graded} solved ({d['success_rate']:.1%})"
+                     + (f", {d['infra_errors']} infrastructure errors" if d["infra_errors"] else ""))
+    extra = f"; {report['tokens']:,} tokens" if report.get("tokens") else ""
+    seconds = f" in {report['seconds']} s" if report.get("seconds") is not None else ""
+    return (f"{'; '.join(parts) or 'no episodes'} — {report['new_episodes']} new episodes"
+            f"{seconds}{extra}; stored in {report['store']}")
+
+
+def exit_on_infrastructure(new: list[Any], store: Any) -> None:
+    """A run whose new episodes all failed on infrastructure: a summary on stderr, exit 1.
+    Some failed: a warning (their pairs run again with ``--resume``)."""
+    from collections import Counter
+
+    infra = [t for t in new if t.error is not None and t.error.source != "agent"]
+    if not infra:
+        return
+    causes = Counter(f"{t.error.source}: {t.error.message.splitlines()[0][:300] if t.error.message else t.error.type}"
+                     for t in infra)
+    (top, count), *_ = causes.most_common(1)
+    more = f" (and {len(causes) - 1} other causes)" if len(causes) > 1 else ""
+    if len(infra) == len(new):
+        typer.secho(f"error: all {len(new)} episodes failed on infrastructure; {count} of them: "
+                    f"{top}{more}. Nothing was graded; fix the cause, then run the same command "
+                    f"with --resume (results in {store.path})", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.secho(f"warning: {len(infra)} of {len(new)} episodes failed on infrastructure; "
+                f"{count} of them: {top}{more}; --resume runs them again", fg="yellow", err=True)
+
+
+def _run_info(store: Any, settings: dict[str, Any], resume: bool) -> dict[str, Any]:
     from medagentgym.errors import ConfigurationError
+    from medagentgym.rollout.store import refuse_mismatch, settings_mismatch
 
     info_path = store.dir / "run.json"
     if store.path.exists() and not resume:
         raise ConfigurationError(f"{store.path} exists; pass --resume to continue it or choose "
                                  "another --out")
     if resume and info_path.is_file():
-        info = json.loads(info_path.read_text())
-        for key in ("dataset", "split"):
-            if info.get(key) and info[key] != s[key]:
-                raise ConfigurationError(f"--resume: {store.dir} holds {key} {info[key]!r}, "
-                                         f"not {s[key]!r}")
+        try:
+            info = json.loads(info_path.read_text())
+        except ValueError:
+            raise ConfigurationError(f"--resume: {info_path} is not valid JSON; choose another "
+                                     "--out") from None
+        refuse_mismatch(store.dir, settings_mismatch(info, settings, RESUME_KEYS))
         info["resumed"] = int(info.get("resumed", 0)) + 1
         return info
     return {"run_id": uuid.uuid4().hex[:12], "started_at": time.time()}
@@ -212,16 +312,8 @@ def _backend_session(s: dict[str, Any]) -> Any:
 
 async def _rollout(s: dict[str, Any], tasks: list[Any], store: Any, run_id: str, model_cfg: Any,
                    debug_cfg: Any, agent_settings: Any, schedule: Any, env_kwargs: dict[str, Any],
-                   *, resume: bool, quiet: bool) -> tuple[int, dict[str, Any]]:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
+                   *, resume: bool, quiet: bool) -> tuple[list[Any], dict[str, Any]]:
+    from medagentgym.cli._progress import Progress
     from medagentgym.rollout.ray_backend import LLMAgents
     from medagentgym.rollout.runner import pending_pairs, run_tasks_async
 
@@ -244,10 +336,7 @@ async def _rollout(s: dict[str, Any], tasks: list[Any], store: Any, run_id: str,
         return (sum(c.stats.total_tokens for c in clients),
                 sum(c.stats.retries for c in clients))
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  disable=quiet, transient=False, refresh_per_second=4) as progress:
-        bar = progress.add_task(f"{s['dataset']}/{s['split']}", total=todo, stats="")
+    with Progress(f"{s['dataset']}/{s['split']}", todo, quiet=quiet) as progress:
 
         def refresh(advance: int = 0) -> None:
             graded = counts["done"] - counts["infra"]
@@ -255,7 +344,7 @@ async def _rollout(s: dict[str, Any], tasks: list[Any], store: Any, run_id: str,
             tokens, retries = tokens_and_retries()
             tps = tokens / max(1e-6, time.perf_counter() - t0)
             extra = f"  retries {retries}" if retries is not None else ""
-            progress.update(bar, advance=advance, stats=(
+            progress.update(counts["done"], stats=(
                 f"success {rate}  infra {counts['infra']}  {tps:,.0f} tok/s{extra}"))
 
         def on_done(traj: Any) -> None:
@@ -299,7 +388,7 @@ async def _rollout(s: dict[str, Any], tasks: list[Any], store: Any, run_id: str,
                     stats = await agents.close()
         finally:
             tick.cancel()
-    return len(new), stats
+    return new, stats
 
 
 def _merge_worker_stats(ray_stats: dict[str, Any]) -> dict[str, Any]:
@@ -335,15 +424,11 @@ def _report(store: Any, new: int, stats: dict[str, Any], seconds: float) -> dict
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m medagentgym.cli.rollout ...`` (the same as ``medagentgym rollout``)."""
-    from medagentgym.errors import ConfigurationError, InfrastructureError
+    from medagentgym.cli import run_app
 
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(rollout)
-    try:
-        app(args=argv, standalone_mode=True)
-    except (ConfigurationError, InfrastructureError) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(2 if isinstance(exc, ConfigurationError) else 1)
+    app.command(epilog=EXAMPLES)(rollout)
+    run_app(app, argv)
 
 
 if __name__ == "__main__":

@@ -359,3 +359,145 @@ def _error_text(exc: Any) -> str:
         if isinstance(err, str):
             return err[:500]
     return str(getattr(exc, "message", exc))[:500]
+
+
+# --------------------------------------------------------------------------- preflight
+
+PREFLIGHT_CONNECT_S = 5.0
+PREFLIGHT_READ_S = 15.0
+
+
+def preflight(config: LLMConfig, *, api_key: str | None = None, flag: str = "--base-url",
+              connect_timeout: float = PREFLIGHT_CONNECT_S,
+              read_timeout: float = PREFLIGHT_READ_S) -> list[str]:
+    """One cheap request to the endpoint before a run: a failure that would book every
+    episode as an infrastructure error is raised here, at once, with its cause and fix.
+
+    Raises :class:`~medagentgym.errors.ConfigurationError` for what the user fixes: a
+    refused connection or unknown host (the URL), no answer within ``connect_timeout``
+    (the URL), 401/403 (the key), 404 (the base URL: "did you mean …/v1"; or the model
+    name). Returns warnings (printed by the caller) for what may still work: a model that the
+    endpoint does not list, a 429/5xx or a slow answer (the run's own retries deal with those).
+
+    It sends ``GET {base_url}/models`` (no tokens spent); a 404 there is checked with a
+    one-token chat request before it is called an error, since some servers do not list
+    models. Azure endpoints get the one-token chat request only.
+    """
+    import httpx
+
+    from medagentgym.errors import ConfigurationError
+
+    key = api_key if api_key is not None else resolve_api_key(config)
+    base = config.endpoint
+    shown = config.display_endpoint
+    key_env = _key_env(config)
+    timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+    if config.provider == "azure":
+        headers = {"api-key": key or _NO_KEY}
+        chat_url = (f"{base}/openai/deployments/{config.model}/chat/completions"
+                    f"?api-version={config.api_version or '2024-10-21'}")
+    else:
+        headers = {"Authorization": f"Bearer {key or _NO_KEY}"}
+        chat_url = f"{base}/chat/completions"
+
+    def scrub(text: str) -> str:
+        return text.replace(key, "[redacted]") if key and len(key) >= 4 else text
+
+    def request(client: Any, method: str, url: str, **kw: Any) -> Any:
+        try:
+            return client.request(method, url, headers=headers, **kw)
+        except httpx.ConnectTimeout:
+            raise ConfigurationError(
+                f"model endpoint {shown}: no connection within {connect_timeout:g} s; check "
+                f"the address and port in {flag} (is the host reachable from here?)") from None
+        except httpx.TimeoutException:
+            return None  # connected but slow: the run's own timeouts and retries handle it
+        except httpx.ConnectError as exc:
+            why = scrub(str(exc)) or type(exc).__name__
+            what = ("connection refused" if "refused" in why.lower()
+                    else "host not found" if any(s in why.lower() for s in
+                                                 ("name or service", "nodename", "getaddrinfo",
+                                                  "name resolution"))
+                    else why)
+            raise ConfigurationError(
+                f"model endpoint {shown}: {what}; is the server running at that URL? "
+                f"check {flag}") from None
+        except httpx.HTTPError as exc:
+            raise ConfigurationError(
+                f"model endpoint {shown}: {type(exc).__name__}: {scrub(str(exc))[:200]}; "
+                f"check {flag}") from None
+
+    def auth_error(status: int) -> ConfigurationError:
+        how = ("no key was found" if not key else "the key was refused")
+        return ConfigurationError(
+            f"model endpoint {shown} answered HTTP {status} ({how}): set ${key_env} to a valid "
+            f"key (or put it in the credentials file $MEDAGENTGYM_CREDENTIALS)")
+
+    def chat_probe(client: Any) -> Any:
+        body = {"model": config.model, "messages": [{"role": "user", "content": "ping"}],
+                config.max_tokens_param: 1}
+        return request(client, "POST", chat_url, json=body)
+
+    warnings: list[str] = []
+    with httpx.Client(timeout=timeout, follow_redirects=True, trust_env=True) as client:
+        if config.provider == "azure":
+            resp = chat_probe(client)
+            if resp is not None and resp.status_code in (401, 403):
+                raise auth_error(resp.status_code)
+            if resp is not None and resp.status_code == 404:
+                raise ConfigurationError(
+                    f"model endpoint {shown}: no deployment {config.model!r} (HTTP 404); check "
+                    f"--model (the deployment name) and {flag} (the resource endpoint)")
+            return warnings
+        resp = request(client, "GET", f"{base}/models")
+        if resp is None:
+            warnings.append(f"model endpoint {shown} was slow to list its models; going on")
+            return warnings
+        status = resp.status_code
+        if status in (401, 403):
+            raise auth_error(status)
+        if status == 404:
+            chat = chat_probe(client)
+            if chat is not None and chat.status_code in (401, 403):
+                raise auth_error(chat.status_code)
+            if chat is None or chat.status_code != 404:
+                return warnings  # the server does not list models but answers chat
+            if not base.rstrip("/").endswith("/v1"):
+                alt = request(client, "GET", f"{base}/v1/models")
+                if alt is not None and alt.status_code in (200, 401, 403):
+                    raise ConfigurationError(
+                        f"model endpoint {shown} answered HTTP 404; did you mean "
+                        f"{flag} {shown}/v1 ?")
+            message = scrub(_error_text_http(chat))
+            hint = (f"did you mean {flag} {shown}/v1 ? " if not base.endswith("/v1") else "")
+            raise ConfigurationError(
+                f"model endpoint {shown}: HTTP 404 for chat completions ({message}); {hint}"
+                f"check {flag} and the model name {config.model!r}")
+        if status >= 400:
+            warnings.append(f"model endpoint {shown} answered HTTP {status} to a model listing; "
+                            "going on (requests are retried)")
+            return warnings
+        try:
+            listed = [str(m.get("id")) for m in resp.json().get("data", [])
+                      if isinstance(m, dict)]
+        except (ValueError, AttributeError):
+            listed = []
+        if listed and config.model not in listed:
+            warnings.append(f"model {config.model!r} is not among the models {shown} lists "
+                            f"({', '.join(listed[:8])}{', …' if len(listed) > 8 else ''}); "
+                            "check --model")
+    return warnings
+
+
+def _error_text_http(resp: Any) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return (resp.text or "")[:200]
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:200]
+        if isinstance(err, str):
+            return err[:200]
+    return str(body)[:200]
