@@ -41,9 +41,11 @@ class Provenance(BaseModel):
 #: date; ``weeks_days``: ``[weeks, days]``; ``sample_size``: an exact whole number; ``power``:
 #: a probability within a tolerance; ``probe_values``, ``workspace_file``, ``service_state``:
 #: graded by the family's ``grade(ctx)`` from probe values, a file the agent wrote, or a
-#: service's state (``value``: the family's hidden expectations, JSON, or None).
+#: service's state (``value``: the family's hidden expectations, JSON, or None);
+#: ``consistency``: EHRCon's ``{"inconsistent": bool, "n_fields": int}``, graded on the boolean.
 TruthKind = Literal["sql_rows", "sequence", "numeric", "date", "weeks_days", "sample_size",
-                    "power", "probe_values", "workspace_file", "service_state"]
+                    "power", "probe_values", "workspace_file", "service_state",
+                    "consistency"]
 TRUTH_KINDS: tuple[str, ...] = get_args(TruthKind)
 
 _SCALAR = (str, int, float, bool)
@@ -128,11 +130,22 @@ def _check_expectations(value: Any, extra: dict[str, Any]) -> str | None:
     return "value must be None, or the hidden expectations as a JSON object or list"
 
 
+def _check_consistency(value: Any, extra: dict[str, Any]) -> str | None:
+    """EHRCon: ``{"inconsistent": bool, "n_fields": int >= 0}`` (0 exactly when consistent)."""
+    if not (isinstance(value, dict) and set(value) == {"inconsistent", "n_fields"}
+            and isinstance(value["inconsistent"], bool) and isinstance(value["n_fields"], int)
+            and not isinstance(value["n_fields"], bool) and value["n_fields"] >= 0
+            and (value["n_fields"] > 0) == value["inconsistent"]):
+        return 'value must be {"inconsistent": bool, "n_fields": int}, n_fields > 0 exactly when inconsistent'
+    return None
+
+
 _TRUTH_CHECKS: dict[str, Callable[[Any, dict[str, Any]], str | None]] = {
     "sql_rows": _check_rows, "sequence": _check_sequence, "numeric": _check_numeric,
     "date": _check_date, "weeks_days": _check_weeks_days, "sample_size": _check_sample_size,
     "power": _check_power, "probe_values": _check_expectations,
     "workspace_file": _check_expectations, "service_state": _check_expectations,
+    "consistency": _check_consistency,
 }
 assert set(_TRUTH_CHECKS) == set(TRUTH_KINDS)
 
