@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import field_validator
+
+from medagentgym.errors import ConfigurationError
 from medagentgym.tasks.base import DatasetFamily, DatasetOptions
 from medagentgym.tasks.family import option
 from medagentgym.types import Grade, GroundTruth, Provenance, Task
@@ -55,9 +59,51 @@ the task requires.
 Store your final result in the variable `answer`."""
 
 
+FHIR_URL_ENV = "MEDAGENTBENCH_FHIR_URL"
+
+
 class MedAgentBenchOptions(DatasetOptions):
     bug_compatible: bool = option(
         False, "grade as the published reference grader did (for comparison only)")
+    generated: int = option(
+        2000, "procedurally generated training tasks in the `generated` split (new patients, "
+        "the ten templates)", ge=0, le=50_000, client_le=10_000)
+    generator_seed: int = option(0, "seed of the task generator", ge=0, le=2**31 - 1)
+    mix: dict[str, dict[str, float]] | None = option(
+        None, "branch weights of generated tasks per dimension, e.g. {'mg': {'severe': 1, "
+        "'none': 1}} (mg: none/normal/mild/moderate/severe; glucose: present/absent; k: "
+        "low/normal; a1c: fresh/stale/missing; lookup: found/missing); a dimension given "
+        "lists the branches wanted (the others weigh 0); default: all equal")
+    task_types: tuple[int, ...] = option(
+        tuple(range(1, 11)), "task types (1-10) of generated tasks")
+    fhir_url: str | None = option(
+        None, f"a HAPI FHIR server to read from (default: ${FHIR_URL_ENV}); GETs are forwarded, "
+        "writes stay in the episode's overlay", scope="host")
+
+    @field_validator("mix")
+    @classmethod
+    def _check_mix(cls, v: Any) -> Any:
+        from medagentgym.tasks.fhir.generator import check_mix
+
+        if v is not None:
+            check_mix(v)
+        return v
+
+    @field_validator("task_types")
+    @classmethod
+    def _check_types(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(t not in range(1, 11) for t in v):
+            raise ValueError("task types are 1..10 (at least one)")
+        return tuple(sorted(set(v)))
+
+    @field_validator("fhir_url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            from medagentgym.tasks.fhir.proxy import check_upstream
+
+            return check_upstream(v)
+        return v
 
 
 @functools.lru_cache(maxsize=4)
@@ -68,6 +114,19 @@ def _source(directory: str) -> Any:
     src = load_source(Path(directory))
     cases = build_cases(src)
     return src, cases, Seed(build_seed_resources(src, cases))
+
+
+@functools.lru_cache(maxsize=4)
+def _generated(directory: str, count: int, seed: int, mix_json: str,
+               types: tuple[int, ...]) -> Any:
+    """(generated tasks, the seed: recorded + published labs + generated patients)."""
+    from medagentgym.tasks.fhir.generator import generate
+    from medagentgym.tasks.fhir.seed import build_seed_resources
+    from medagentgym.tasks.fhir.server import Seed
+
+    src, cases, _seed = _source(directory)
+    gen = generate(src, count, seed, mix=json.loads(mix_json), types=types)
+    return gen, Seed([*build_seed_resources(src, cases), *gen.resources])
 
 
 #: task types whose answer is one number: their truth is ``numeric`` (the value, within the
@@ -101,26 +160,87 @@ class MedAgentBenchFamily(DatasetFamily):
     options: MedAgentBenchOptions
 
     def cache_key(self) -> dict[str, Any]:
+        from medagentgym.tasks.fhir.generator import GENERATOR_VERSION
         from medagentgym.tasks.fhir.seed import SEED_VERSION
 
-        return {"seed": SEED_VERSION, "oracle": 1}
+        return {"seed": SEED_VERSION, "oracle": 1, "generator": GENERATOR_VERSION,
+                **self._generator_args()}
 
     def cache_prefix(self) -> str:
         return "medagentbench"
 
+    def _generator_args(self) -> dict[str, Any]:
+        o = self.options
+        return {"count": o.generated, "seed": o.generator_seed,
+                "mix_json": json.dumps(o.mix or {}, sort_keys=True),
+                "types": tuple(o.task_types)}
+
     def _data(self) -> Any:
         return _source(str(self.source_dir(SOURCE)))
 
+    def _gen(self) -> Any:
+        return _generated(str(self.source_dir(SOURCE)), **self._generator_args())
+
     def seed(self) -> Any:
-        return self._data()[2]
+        """The seed every server of this family serves (generated patients included)."""
+        if self.options.generated == 0:
+            return self._data()[2]
+        return self._gen()[1]
+
+    def upstream(self) -> str | None:
+        """The user's FHIR server GETs are forwarded to (option, else the environment)."""
+        if self.options.fhir_url:
+            return self.options.fhir_url
+        env = os.environ.get(FHIR_URL_ENV, "").strip()
+        if not env:
+            return None
+        from medagentgym.tasks.fhir.proxy import check_upstream
+
+        try:
+            return check_upstream(env)
+        except ValueError as exc:
+            raise ConfigurationError(f"{FHIR_URL_ENV}: {exc}") from None
+
+    def load_tasks(self, split: str) -> list[Task]:
+        if split == "generated" and self.upstream() is not None:
+            raise ConfigurationError(
+                f"{self.name}: generated tasks have patients only the embedded server holds; "
+                f"unset {FHIR_URL_ENV} / fhir_url to use the `generated` split")
+        return super().load_tasks(split)
+
+    def _prov(self) -> Provenance:
+        return Provenance(source="MedAgentBench v2 (stanfordmlgroup; MIT)",
+                          database="500 recorded patients + synthesised labs (seed v1)",
+                          licence="MIT")
 
     def build_records(self) -> Iterable[dict[str, Any]]:
+        yield from self._published_records()
+        if self.options.generated:
+            from medagentgym.tasks.fhir.generator import GENERATOR_VERSION
+
+            prov = self._prov().model_copy(update={
+                "source": f"MedAgentBench templates, generated (generator v{GENERATOR_VERSION}, "
+                          f"seed {self.options.generator_seed})",
+                "database": "generated patients + synthesised labs"})
+            for case in self._gen()[0].cases:
+                case = dict(case)
+                instruction, context = case.pop("instruction"), case.pop("context")
+                goal = "\n".join(x for x in (instruction.strip(), context.strip(),
+                                             ANSWER_CONTRACT[case["type"]]) if x)
+                meta = {"task_type": case["type"], "branch": case["branch"], "generated": True}
+                if "lab_branch" in case:
+                    meta["lab_branch"] = case["lab_branch"]
+                task = Task(id=case["id"], dataset=self.name, category=CATEGORIES[case["type"]],
+                            split="generated", goal=goal,
+                            provenance=prov.model_copy(update={"original_id": case["id"]}),
+                            allowed_actions=self.allowed_actions, metadata=meta)
+                yield self.record(task, truth_of(case))
+
+    def _published_records(self) -> Iterable[dict[str, Any]]:
         src, cases, _seed = self._data()
         split_of = {tid: split for split, ids in src.splits.items() for tid in ids}
         by_id = {r["id"]: r for r in src.records}
-        prov = Provenance(source="MedAgentBench v2 (stanfordmlgroup; MIT)",
-                          database="500 recorded patients + synthesised labs (seed v1)",
-                          licence="MIT")
+        prov = self._prov()
         for case in cases:
             rec = by_id[case["id"]]
             split = split_of.get(case["id"])
@@ -142,6 +262,11 @@ class MedAgentBenchFamily(DatasetFamily):
         from medagentgym.tasks.fhir.seed import NOW
         from medagentgym.tasks.fhir.server import FhirServer
 
+        upstream = self.upstream()
+        if upstream is not None:
+            from medagentgym.tasks.fhir.proxy import ProxyFhirServer
+
+            return {"fhir": ProxyFhirServer(upstream, self._data()[2], now=NOW)}
         return {"fhir": FhirServer(self.seed(), now=NOW)}
 
     async def grade(self, ctx: Any) -> Grade:

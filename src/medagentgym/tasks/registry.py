@@ -145,7 +145,8 @@ register(DatasetSpec(
 register(DatasetSpec(
     "medagentbench", "medagentgym.tasks.medagentbench:MedAgentBenchFamily",
     "MedAgentBench: read and write a FHIR R4 EHR (embedded server, reset per episode)",
-    "EHR agent (FHIR)", licence="MIT (tasks)", sources=("medagentbench",)))
+    "EHR agent (FHIR)", licence="MIT (tasks)", sources=("medagentbench",),
+    splits=("train", "test", "generated")))
 
 # --- BioCoder: bioinformatics functions graded on hidden inputs (issue 14) ----------------
 register(DatasetSpec(

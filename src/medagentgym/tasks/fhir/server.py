@@ -498,10 +498,13 @@ class FhirServer(HttpService):
     port = 8080
     max_body = MAX_BODY
 
-    def __init__(self, seed: Seed, *, now: datetime | None = None) -> None:
+    def __init__(self, seed: Seed, *, now: datetime | None = None,
+                 base_url: str = BASE_URL) -> None:
         super().__init__()
         self.seed = seed
         self.now = now
+        #: the base in ``fullUrl``, paging links and ``Location`` (what agent code uses)
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.created: dict[str, dict[str, dict]] = {t: {} for t in TYPES}
         self.writes: list[WriteRecord] = []
         self.writes_dropped = 0
@@ -528,8 +531,8 @@ class FhirServer(HttpService):
             target = parts.path + (f"?{parts.query}" if parts.query else "")
         path, _, query = target.partition("?")
         if not (path == PREFIX or path.startswith(PREFIX + "/")):
-            return outcome(404, f"Unknown path {path[:100]!r}: the FHIR base is {BASE_URL}",
-                           "not-found")
+            return outcome(404, f"Unknown path {path[:100]!r}: the FHIR base is "
+                           f"{self.base_url}", "not-found")
         segments = [s for s in path[len(PREFIX):].split("/") if s]
         if request.method in ("POST", "PUT", "PATCH", "DELETE"):
             return self._write(request, target, segments)
@@ -541,7 +544,11 @@ class FhirServer(HttpService):
                                "this request, as it does not contain a resource type or "
                                "operation name.")
             if segments == ["metadata"]:
-                return _json(200, capability_statement())
+                cap = capability_statement()
+                if self.base_url != BASE_URL:
+                    cap = {**cap, "implementation": {**cap["implementation"],
+                                                     "url": self.base_url}}
+                return _json(200, cap)
             rtype = segments[0]
             if rtype not in TYPES:
                 return outcome(404, f"Unknown resource type '{rtype[:60]}' - Server knows "
@@ -609,23 +616,29 @@ class FhirServer(HttpService):
             "meta": {"lastUpdated": _stamp(self.now)}, "type": "searchset", "total": total,
         }
         params = [(k, v) for k, v in pairs if k != "_offset"]
-        links = [{"relation": "self", "url": BASE_URL + rtype + (f"?{query}" if query else "")}]
+        base = self.base_url
+        links = [{"relation": "self", "url": base + rtype + (f"?{query}" if query else "")}]
         if summary != "count" and count > 0:
             if offset + count < total:
-                links.append({"relation": "next", "url": _page_url(rtype, params,
+                links.append({"relation": "next", "url": _page_url(base, rtype, params,
                                                                    offset + count)})
             if offset > 0:
                 links.append({"relation": "previous",
-                              "url": _page_url(rtype, params, max(0, offset - count))})
+                              "url": _page_url(base, rtype, params, max(0, offset - count))})
         bundle["link"] = links
         if summary != "count" and count > 0:
             page = matches[offset:offset + count]
             if page:
-                bundle["entry"] = [{"fullUrl": f"{BASE_URL}{rtype}/{r['id']}", "resource": r,
+                bundle["entry"] = [{"fullUrl": f"{base}{rtype}/{r['id']}", "resource": r,
                                     "search": {"mode": "match"}} for r in page]
         return bundle
 
     # -- writes ---------------------------------------------------------------------------
+    def _new_id(self) -> str:
+        """A server-assigned id for a created resource."""
+        self._next_id += 1
+        return str(self._next_id)
+
     def _log(self, record: WriteRecord) -> None:
         if len(self.writes) < MAX_LOGGED:
             self.writes.append(record)
@@ -666,14 +679,13 @@ class FhirServer(HttpService):
             return outcome(400, f"An episode may create at most {MAX_CREATED} resources",
                            "too-costly")
         record.warnings = validate(payload)
-        self._next_id += 1
-        rid = str(self._next_id)
+        rid = self._new_id()
         stored = dict(payload)
         stored["id"] = rid
         stored["meta"] = {"versionId": "1", "lastUpdated": _stamp(self.now)}
         self.created[rtype][rid] = stored
         record.id = rid
-        location = f"{BASE_URL}{rtype}/{rid}/_history/1"
+        location = f"{self.base_url}{rtype}/{rid}/_history/1"
         body = dict(stored)
         return _json(201, body, {"Location": location, "ETag": 'W/"1"'})
 
@@ -691,8 +703,8 @@ def _int_param(name: str, value: str, lo: int, hi: int | None) -> int:
     return n
 
 
-def _page_url(rtype: str, params: list[tuple[str, str]], offset: int) -> str:
-    return BASE_URL + rtype + "?" + urlencode([*params, ("_offset", str(offset))],
+def _page_url(base: str, rtype: str, params: list[tuple[str, str]], offset: int) -> str:
+    return base + rtype + "?" + urlencode([*params, ("_offset", str(offset))],
                                               quote_via=quote, safe="|:,")
 
 
