@@ -59,8 +59,10 @@ def test_context_is_rebuilt_without_the_target():
 def test_unresolvable_names_and_objects_are_excluded_with_a_reason():
     fn = bc.analyse("1", "c", "def f(x):\n    return CONSTANT + x\n")
     assert "CONSTANT" in (bc.resolve_context(fn, {}).problem or "")
-    meth = bc.analyse("2", "c", "def g(self, x):\n    return x\n")
-    assert meth.problem and "method" in meth.problem
+    meth = bc.analyse("2", "c", "def g(self, x):\n    return self.other(x)\n")
+    assert meth.problem and "method" in meth.problem  # its class is not there
+    standalone = bc.analyse("2", "c", "def g(self, x):\n    return x + self.k\n")
+    assert standalone.problem is None and standalone.self_attrs == ["k"]
     static = bc.analyse("3", "c", "@staticmethod\ndef h(x):\n    return x + 1\n")
     assert static.problem is None and "@staticmethod" not in static.source
 

@@ -26,7 +26,8 @@ import json
 import math
 import re
 import threading
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from medagentgym.errors import ConfigurationError
 from medagentgym.tasks import biocoder_corpus as bc
@@ -35,7 +36,7 @@ from medagentgym.tasks.family import option
 from medagentgym.types import Grade, GroundTruth, Provenance, Task
 
 CACHE_VERSION = 1
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 HIDDEN = 5
 MAX_OUTPUT_CHARS = 4000
 CORPORA = {"test": "python_public.json.gz", "train": "python_hidden.json.gz"}
@@ -47,6 +48,15 @@ class BioCoderOptions(DatasetOptions):
 
     workers: int = option(4, "sandboxes used while building the hidden tests", ge=1, le=32,
                           scope="host")
+    source: Literal["auto", "corpus", "official"] = option(
+        "auto", "the MedAgentGym release registered by `data import medagentgym` (official), "
+        "the open function corpora (corpus), or official when registered (auto)")
+
+
+OFFICIAL_KEY = "medagentgym/biocoder"
+#: the most release tasks read from one file, and the longest line kept
+MAX_RELEASE_TASKS = 20_000
+MAX_RELEASE_LINE = 2_000_000
 
 
 def canonical(value: Any) -> str:
@@ -125,11 +135,52 @@ class BioCoderFamily(DatasetFamily):
         self.exclusions: list[dict[str, str]] = []
 
     # -- tasks ------------------------------------------------------------------------
+    def _official_record(self) -> dict[str, Any] | None:
+        from medagentgym.data import home as _home
+
+        rec = _home.load_registry(self.home).get(OFFICIAL_KEY)
+        return rec if isinstance(rec, dict) else None
+
+    def resolved_source(self) -> str:
+        if self.options.source != "auto":
+            return self.options.source
+        return "official" if self._official_record() else "corpus"
+
+    def _official_files(self) -> dict[str, Path]:
+        from medagentgym.data import home as _home
+
+        rec = self._official_record()
+        if not rec:
+            raise ConfigurationError(
+                "the MedAgentGym BioCoder release is not registered; run `medagentgym data "
+                "import medagentgym --from DIR` (the release) or use source='corpus'")
+        files: dict[str, Path] = {}
+        for split, info in (rec.get("tasks") or {}).items():
+            if split not in self.spec.splits or not isinstance(info, dict):
+                continue
+            path = Path(str(info.get("path", "")))
+            if not path.is_absolute():
+                path = _home._home(self.home) / path
+            if not path.is_file():
+                raise ConfigurationError(
+                    f"{self.name}: the registered release file {path} is gone; re-run "
+                    "`medagentgym data import medagentgym --from DIR`")
+            files[split] = path
+        if not files:
+            raise ConfigurationError(
+                f"{self.name}: the registered release has none of the splits "
+                f"{', '.join(self.spec.splits)}")
+        return files
+
     def cache_prefix(self) -> str:
-        return "biocoder"
+        return "biocoder" if self.resolved_source() == "corpus" else "biocoder-official"
 
     def cache_key(self) -> dict[str, Any]:
-        return {"gen": GENERATOR_VERSION, "hidden": HIDDEN}
+        key: dict[str, Any] = {"gen": GENERATOR_VERSION, "hidden": HIDDEN}
+        if self.resolved_source() == "official":
+            key["release"] = {s: [str(p), p.stat().st_size, int(p.stat().st_mtime)]
+                              for s, p in sorted(self._official_files().items())}
+        return key
 
     def cache_manifest(self) -> dict[str, Any]:
         return {"generator_version": GENERATOR_VERSION, "excluded": len(self.exclusions),
@@ -143,9 +194,40 @@ class BioCoderFamily(DatasetFamily):
         return list(manifest.get("exclusions") or self.exclusions)
 
     def build_records(self) -> list[dict[str, Any]]:
+        self.exclusions = []
+        if self.resolved_source() == "official":
+            plans = self._release_plans()
+        else:
+            plans = self._corpus_plans()
+        return self._build(plans)
+
+    def _release_plans(self) -> list[dict[str, Any]]:
+        plans: list[dict[str, Any]] = []
+        for split, path in self._official_files().items():
+            for i, record in enumerate(_read_release(path)):
+                key = f"{i}"
+                if not isinstance(record, dict):
+                    self.exclusions.append({"split": split, "corpus": "release", "key": key,
+                                            "function": "", "reason": record})
+                    continue
+                rt = bc.clean_release_task(record, key)
+                name = rt.fn.name if rt.fn else ""
+                if rt.defect or rt.fn is None:
+                    self.exclusions.append({"split": split, "corpus": "release", "key": key,
+                                            "function": name, "idx": rt.idx,
+                                            "reason": rt.defect or "unreadable"})
+                    continue
+                plan = self._plan(split, rt.fn, {}, release=rt, index=i)
+                if isinstance(plan, str):
+                    self.exclusions.append({"split": split, "corpus": "release", "key": key,
+                                            "function": name, "idx": rt.idx, "reason": plan})
+                else:
+                    plans.append(plan)
+        return plans
+
+    def _corpus_plans(self) -> list[dict[str, Any]]:
         src = self.source_dir()
         plans: list[dict[str, Any]] = []
-        self.exclusions = []
         for split, fname in CORPORA.items():
             path = src / fname
             if not path.is_file():
@@ -164,19 +246,25 @@ class BioCoderFamily(DatasetFamily):
                                             "function": f.name, "reason": plan})
                 else:
                     plans.append(plan)
+        return plans
+
+    def _build(self, plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
         results = _run_in_thread(self._run_goldens(plans))
         records = []
         for plan, outcome in zip(plans, results, strict=True):
             if isinstance(outcome, str):
-                self.exclusions.append({"split": plan["split"], "corpus": plan["fn"].corpus,
-                                        "key": plan["fn"].key, "function": plan["fn"].name,
-                                        "reason": outcome})
+                entry = {"split": plan["split"], "corpus": plan["fn"].corpus,
+                         "key": plan["fn"].key, "function": plan["fn"].name,
+                         "reason": outcome}
+                if plan.get("release") is not None:
+                    entry["idx"] = plan["release"].idx
+                self.exclusions.append(entry)
                 continue
             records.append(self._record(plan, *outcome))
         return records
 
-    def _plan(self, split: str, f: bc.Function,
-              by_name: dict[str, list[bc.Function]]) -> dict[str, Any] | str:
+    def _plan(self, split: str, f: bc.Function, by_name: dict[str, list[bc.Function]], *,
+              release: bc.ReleaseTask | None = None, index: int = 0) -> dict[str, Any] | str:
         if f.problem:
             return f.problem
         if f.n_required == 0:
@@ -186,6 +274,11 @@ class BioCoderFamily(DatasetFamily):
         opaque = bc.opaque_params(f)
         if opaque:
             return f"takes an object or a file ({', '.join(opaque)}): no generated input"
+        if release is not None:
+            task_id = f"{self.name}-{split}-official-{index:04d}"
+            return {"split": split, "fn": f, "ctx": bc.Context([], []), "id": task_id,
+                    "context": release.context, "release": release,
+                    "inputs": bc.candidate_inputs(f, task_id)}
         ctx = bc.resolve_context(f, by_name)
         if ctx.problem:
             return ctx.problem
@@ -262,19 +355,26 @@ class BioCoderFamily(DatasetFamily):
         category = bc.category_of(f)
         stub = bc.prompt_stub(f)
         example = f"{bc.call_expr(f.name, visible[0])}  ->  {visible[1]['value']!r}"
-        goal = (f"Implement the Python function `{f.name}` below (its body is elided): it must "
+        release: bc.ReleaseTask | None = plan.get("release")
+        published = (f"Task (as published):\n{release.problem.strip()}\n\n"
+                     if release is not None and release.problem.strip() else "")
+        goal = (f"{published}"
+                f"Implement the Python function `{f.name}` below (its body is elided): it must "
                 f"behave as its signature, docstring and context say.\n\nContext (the "
                 f"file-level imports and helpers the function may use; it is NOT preloaded: "
                 f"include what you need in your code):\n```python\n"
                 f"{plan['context'] or '# (none)'}\n```\n\nFunction:\n```python\n{stub}```\n\n"
-                f"Example call (its value as JSON): {example}\n\nDefine `{f.name}` in your "
+                f"Example call (its value as JSON): {example}\n\n{_method_note(f)}"
+                f"Define `{f.name}` in your "
                 f"code; it is called on hidden inputs after your code runs and its return "
                 f"values are compared with the reference implementation's.")
         task = Task(
             id=plan["id"], dataset=self.name, category=category, split=plan["split"],
             goal=goal, allowed_actions=self.allowed_actions,
-            provenance=Provenance(source=f"BioCoder {f.corpus}", licence=LICENCE,
-                                  original_id=f"{f.corpus}:{f.key}"),
+            provenance=Provenance(
+                source=("MedAgentGym BioCoder release" if release is not None
+                        else f"BioCoder {f.corpus}"), licence=LICENCE,
+                original_id=(release.idx if release is not None else f"{f.corpus}:{f.key}")),
             metadata={"function": f.name, "params": f.params, "corpus": f.corpus,
                       "corpus_key": f.key, "helpers": [h.name for h in plan["ctx"].helpers],
                       "context": plan["context"], "example": {"args": visible[0],
@@ -319,6 +419,42 @@ class BioCoderFamily(DatasetFamily):
             err = str(failed[0].error or "")[:200].split(":")[0]
             why += f"; {len(failed)} raised or could not be called ({err})"
         return Grade.wrong(why)
+
+
+def _read_release(path: Path) -> list[dict[str, Any] | str]:
+    """The records of a release task file (bounded): a dict per line, or why a line is
+    unusable."""
+    import gzip
+
+    opener: Any = gzip.open if path.name.endswith(".gz") else open
+    out: list[dict[str, Any] | str] = []
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if len(out) >= MAX_RELEASE_TASKS:
+                break
+            if not line.strip():
+                continue
+            if len(line) > MAX_RELEASE_LINE:
+                out.append("the line is too long")
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                out.append("the line is not JSON")
+                continue
+            out.append(rec if isinstance(rec, dict) else "the line is not a JSON object")
+    return out
+
+
+def _method_note(f: bc.Function) -> str:
+    if f.self_attrs is None:
+        return ""
+    me = f.params[0]
+    attrs = ", ".join(f"`{a}`" for a in f.self_attrs) or "none"
+    return (f"`{f.name}` is a method of a class that is not shown: define it as a top-level "
+            f"function whose first parameter is `{me}`. It is called with a stand-in object "
+            f"(a `types.SimpleNamespace`) carrying the attributes the method reads "
+            f"({attrs}).\n\n")
 
 
 def _run_in_thread(coro: Any) -> Any:

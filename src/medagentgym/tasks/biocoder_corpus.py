@@ -117,6 +117,11 @@ class Function:
     n_required: int = 0
     free: set[str] = field(default_factory=set)
     problem: str | None = None
+    #: a method's instance attributes it reads (``self.x``): the grader passes a stand-in
+    #: object carrying generated values for them as ``self``; ``None`` for a plain function
+    self_attrs: list[str] | None = None
+    #: literals the method compares instance attributes with (``self.mode == 'fast'``)
+    attr_literals: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def read_corpus(path: Path) -> list[tuple[str, str]]:
@@ -154,9 +159,10 @@ def analyse(key: str, corpus: str, source: str) -> Function:
         fn.problem = "coroutine function"
         return fn
     decorators = [ast.unparse(d) for d in node.decorator_list]
-    if decorators == ["staticmethod"]:  # a static method stands alone without its class
+    if decorators in (["staticmethod"], ["property"]):
+        # a static method stands alone without its class; a property is a method of self
         fn.source = "\n".join(ln for ln in source.splitlines()
-                              if ln.strip() != "@staticmethod") + "\n"
+                              if ln.strip() != f"@{decorators[0]}") + "\n"
         return analyse(key, corpus, fn.source)
     extra_free: set[str] = set()
     for d in decorators:
@@ -169,8 +175,12 @@ def analyse(key: str, corpus: str, source: str) -> Function:
     fn.params = [p.arg for p in (*a.posonlyargs, *a.args)]
     fn.n_required = len(fn.params) - len(a.defaults)
     if fn.params and fn.params[0] in ("self", "cls"):
-        fn.problem = "method: its class is not in the corpus"
-        return fn
+        attrs, why = instance_use(node, fn.params[0])
+        if why:
+            fn.problem = f"method: {why}"
+            return fn
+        fn.self_attrs = attrs
+        fn.attr_literals = attribute_literals(node, fn.params[0])
     try:
         table = symtable.symtable(source, "<golden>", "exec")
     except SyntaxError as exc:
@@ -180,6 +190,73 @@ def analyse(key: str, corpus: str, source: str) -> Function:
     if any(isinstance(n, ast.Global | ast.Nonlocal) for n in ast.walk(node)):
         fn.problem = "writes module-level state (global)"
     return fn
+
+
+def instance_use(node: ast.FunctionDef, me: str) -> tuple[list[str], str | None]:
+    """The attributes a method reads from its instance ``me``, or why its instance cannot be
+    stood in for (it calls other methods of its class, or uses the instance otherwise)."""
+    attrs: dict[str, None] = {}
+    parents: dict[int, ast.AST] = {}
+    for n in ast.walk(node):
+        for child in ast.iter_child_nodes(n):
+            parents[id(child)] = n
+    uses = sorted((n for n in ast.walk(node) if isinstance(n, ast.Name) and n.id == me),
+                  key=lambda n: (n.lineno, n.col_offset))  # in source order
+    for n in uses:
+        if isinstance(n.ctx, ast.Store | ast.Del):
+            return [], f"rebinds its instance ({me})"
+        parent = parents.get(id(n))
+        if not (isinstance(parent, ast.Attribute) and parent.value is n):
+            return [], f"uses its instance ({me}) beyond reading its attributes"
+        grand = parents.get(id(parent))
+        if isinstance(grand, ast.Call) and grand.func is parent:
+            return [], f"calls another method of its class ({me}.{parent.attr}())"
+        if parent.attr.startswith("__"):
+            return [], f"reads a private attribute ({me}.{parent.attr})"
+        if isinstance(parent.ctx, ast.Load):
+            # one level of nesting (``self.setting.value``) becomes a nested stand-in
+            if (isinstance(grand, ast.Attribute) and grand.value is parent
+                    and not grand.attr.startswith("_")
+                    and not (isinstance(parents.get(id(grand)), ast.Call)
+                             and parents[id(grand)].func is grand)):
+                attrs.setdefault(f"{parent.attr}.{grand.attr}")
+            else:
+                attrs.setdefault(parent.attr)
+    flat = {a for a in attrs if "." not in a}
+    if any(a.split(".")[0] in flat for a in attrs if "." in a):
+        return [], f"reads {me}.x both as a value and as an object"
+    return list(attrs), None
+
+
+def attribute_literals(node: ast.FunctionDef, me: str) -> dict[str, list[Any]]:
+    """Constants an instance attribute is compared with (``self.x.value == 'A'``,
+    ``self.x in ('a', 'b')``): the stand-in draws its values from them."""
+    def path(n: ast.AST) -> str | None:
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == me:
+            return n.attr
+        if isinstance(n, ast.Attribute) and (head := path(n.value)) and "." not in head:
+            return f"{head}.{n.attr}"
+        return None
+
+    def consts(n: ast.AST) -> list[Any]:
+        if isinstance(n, ast.Constant) and isinstance(n.value, str | int | float) \
+                and not isinstance(n.value, bool):
+            return [n.value]
+        if isinstance(n, ast.Tuple | ast.List | ast.Set):
+            return [v for e in n.elts for v in consts(e)]
+        return []
+
+    out: dict[str, list[Any]] = {}
+    for n in ast.walk(node):
+        if isinstance(n, ast.Compare):
+            sides = [n.left, *n.comparators]
+            for a in sides:
+                if (key := path(a)):
+                    for b in sides:
+                        for v in consts(b):
+                            if v not in out.setdefault(key, []):
+                                out[key].append(v)
+    return out
 
 
 @dataclass
@@ -495,6 +572,8 @@ def candidate_inputs(fn: Function, seed: str, n: int = 60) -> list[list[str]]:
     ``seed``)."""
     rng = random.Random(seed)
     kinds = param_kinds(fn)
+    if fn.self_attrs is not None:  # the instance: a stand-in object, generated per call
+        kinds.pop(fn.params[0], None)
     params = list(kinds)
     combos: list[tuple[str, ...]] = [tuple(kinds[p][0] for p in params)]
     for j, p in enumerate(params):
@@ -513,6 +592,8 @@ def candidate_inputs(fn: Function, seed: str, n: int = 60) -> list[list[str]]:
             if len(out) >= n or sum(1 for _ in seen) >= n:
                 break
             args = [make_expr(k, rng) for k in c]
+            if fn.self_attrs is not None:
+                args.insert(0, instance_expr(fn.self_attrs, rng, fn.attr_literals))
             key = repr(args)
             if key not in seen:
                 seen.add(key)
@@ -540,10 +621,127 @@ def make_expr(kind: str, rng: random.Random) -> str:
     return repr(make_value(kind, rng))
 
 
+def instance_expr(attrs: list[str], rng: random.Random,
+                  literals: dict[str, list[Any]] | None = None, prefix: str = "") -> str:
+    """A stand-in instance for a method: an object whose attributes (read by the method)
+    hold values drawn from the literals they are compared with, else generated from their
+    names."""
+    literals = literals or {}
+
+    def value(name: str) -> str:
+        pool = literals.get(prefix + name)
+        if pool and rng.random() < 0.8:
+            return repr(rng.choice(pool))
+        return make_expr(rng.choice(kinds_for(name)[:2]), rng)
+
+    groups: dict[str, list[str]] = {}
+    for a in attrs:
+        head, _, sub = a.partition(".")
+        groups.setdefault(head, [])
+        if sub:
+            groups[head].append(sub)
+    fields = ", ".join(
+        f"{h}={instance_expr(subs, rng, literals, f'{prefix}{h}.')}" if subs
+        else f"{h}={value(h)}"
+        for h, subs in groups.items())
+    return f"__import__('types').SimpleNamespace({fields})"
+
+
 def call_expr(name: str, args: list[str]) -> str:
     """The probe expression calling ``name`` on ``args`` (Python expressions)."""
     return f"{name}({', '.join(args)})"
 
 
 def opaque_params(fn: Function) -> list[str]:
-    return [p for p in fn.params[:fn.n_required] if _OPAQUE.match(p.lower())]
+    params = fn.params[:fn.n_required]
+    if fn.self_attrs is not None:
+        params = params[1:]
+    return [p for p in params if _OPAQUE.match(p.lower())]
+
+
+# --------------------------------------------------------------------------- the release
+
+#: where the published harness marks the target's place in its context
+PLACEHOLDER = "<<insert solution here>>"
+
+
+@dataclass
+class ReleaseTask:
+    """One task of the MedAgentGym BioCoder release, cleaned (or why it cannot be used)."""
+
+    idx: str
+    problem: str
+    fn: Function | None
+    context: str = ""
+    dropped_imports: list[str] = field(default_factory=list)
+    defect: str | None = None
+
+
+def _top_module(node: ast.Import | ast.ImportFrom) -> list[str]:
+    if isinstance(node, ast.ImportFrom):
+        return [] if node.level else [(node.module or "").split(".")[0]]
+    return [a.name.split(".")[0] for a in node.names]
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def clean_release_task(record: dict[str, Any], key: str) -> ReleaseTask:
+    """Read one published task (``problem``, ``solution``, ``context`` with the
+    :data:`PLACEHOLDER` and a ``main()`` driver) and repair or reject it:
+
+    * the golden (``solution``) is dedented (the release splices some methods without their
+      indentation) and analysed like a corpus function (methods get a stand-in instance);
+    * the context loses the placeholder, its ``main()`` driver and ``__main__`` block (the
+      hidden inputs replace them), and imports of packages the sandbox lacks (``pysam``,
+      ``skimage``, ...); a golden that needs one then fails to run and is excluded;
+    * a context that already defines the target (the release's leaked definitions: any code
+      would pass) is rejected, as is a golden or context that does not parse.
+    """
+    import textwrap
+
+    idx = str(record.get("idx") or key)[:80]
+    problem = str(record.get("problem") or "")[:20_000]
+    solution = record.get("solution")
+    context = record.get("context")
+    if not isinstance(solution, str) or not isinstance(context, str):
+        return ReleaseTask(idx, problem, None, defect="the record has no solution or context")
+    golden = textwrap.dedent(solution.replace("\t", "    ")).strip("\n") + "\n"
+    fn = analyse(key, "release", golden)
+    if fn.problem:
+        return ReleaseTask(idx, problem, fn, defect=fn.problem)
+    if PLACEHOLDER not in context:
+        return ReleaseTask(idx, problem, fn, defect="the context has no insertion point")
+    try:
+        mod = ast.parse(context.replace(PLACEHOLDER, ""))
+    except SyntaxError as exc:
+        return ReleaseTask(idx, problem, fn, defect=f"the context does not parse ({exc.msg})")
+    kept: list[str] = []
+    dropped: list[str] = []
+    for node in mod.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            if node.name == fn.name:
+                return ReleaseTask(idx, problem, fn, defect=(
+                    f"the context already defines `{fn.name}` (any code would pass)"))
+            if node.name == "main":
+                continue
+        if isinstance(node, ast.If) and "__name__" in ast.unparse(node.test):
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            missing = [m for m in _top_module(node) if not _importable(m)]
+            if missing:
+                dropped.append(ast.unparse(node))
+                continue
+        if any(isinstance(n, ast.FunctionDef | ast.ClassDef) and n.name == fn.name
+               for n in ast.walk(node)):
+            return ReleaseTask(idx, problem, fn, defect=(
+                f"the context already defines `{fn.name}` (any code would pass)"))
+        kept.append(ast.unparse(node))
+    return ReleaseTask(idx, problem, fn, context="\n".join(kept) + ("\n" if kept else ""),
+                       dropped_imports=dropped)
