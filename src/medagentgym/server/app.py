@@ -428,6 +428,27 @@ class EnvRegistry:
                 log.exception("idle reaper failed")
 
 
+def choose_task(slot: _Slot, req: ResetRequest) -> Task:
+    """The task a reset asks for: by id, by index, or drawn with the env's generator
+    (re-seeded by ``req.seed``); 404 for an unknown id or an index out of range."""
+    tasks = slot.core.tasks
+    if req.task_id is not None:
+        try:
+            return slot.core.get_task(req.task_id)
+        except ConfigurationError as exc:
+            raise HTTPException(404, str(exc))
+    if req.task_index is not None:
+        if req.task_index >= len(tasks):
+            raise HTTPException(404, f"task_index {req.task_index} out of range: "
+                                     f"{slot.dataset}/{slot.split} has {len(tasks)} tasks")
+        return tasks[req.task_index]
+    if req.seed is not None:
+        from gymnasium.utils import seeding
+
+        slot.rng = seeding.np_random(req.seed)[0]
+    return tasks[int(slot.rng.integers(len(tasks)))]
+
+
 def dataset_spec(name: str) -> DatasetSpec:
     try:
         return get_spec(name)
@@ -619,23 +640,7 @@ def create_app(max_envs: int = 64, idle_timeout_s: float = 600.0, *, token: str 
         async with slot.lock:
             registry.check_live(slot)
             slot.touch()
-            tasks = slot.core.tasks
-            if req.task_id is not None:
-                try:
-                    task = slot.core.get_task(req.task_id)
-                except ConfigurationError as exc:
-                    raise HTTPException(404, str(exc))
-            elif req.task_index is not None:
-                if req.task_index >= len(tasks):
-                    raise HTTPException(404, f"task_index {req.task_index} out of range: "
-                                             f"{slot.dataset}/{slot.split} has {len(tasks)} tasks")
-                task = tasks[req.task_index]
-            else:
-                if req.seed is not None:
-                    from gymnasium.utils import seeding
-
-                    slot.rng = seeding.np_random(req.seed)[0]
-                task = tasks[int(slot.rng.integers(len(tasks)))]
+            task = choose_task(slot, req)
             try:
                 obs, info = await slot.core.areset(task)
             except InfrastructureError as exc:
@@ -672,6 +677,12 @@ def create_app(max_envs: int = 64, idle_timeout_s: float = 600.0, *, token: str 
                 slot.touch()
             return StepResponse(observation=obs, reward=reward, terminated=terminated,
                                 truncated=truncated, info=info)
+
+    # OpenEnv's protocol (/openenv/<dataset>/ws, /reset, /step, /state, /schema, /health):
+    # the same registry, allow-list, body limit and token (medagentgym.server.openenv)
+    from medagentgym.server.openenv import add_openenv_routes
+
+    add_openenv_routes(app, registry, token=token, max_body_bytes=max_body_bytes, auth=auth)
 
     @app.delete("/envs/{env_id}", dependencies=auth)
     async def delete_env(env_id: str, secret: str | None = secret_header) -> dict[str, Any]:
