@@ -8,25 +8,20 @@ with ``MEDAGENTGYM_SLOW_TESTS=1``.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from tests.tasks.fhir_helpers import SOURCE_DIR, Loop, client, run_code, start, tcp_bridge
 
 from medagentgym.tasks.fhir import graders
 from medagentgym.tasks.fhir.seed import NOW
 from medagentgym.tasks.fhir.server import MAX_CREATED, FhirServer, WriteRecord
 
-MIRROR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-SOURCE_DIR = MIRROR / "medagentbench"
 SLOW = os.environ.get("MEDAGENTGYM_SLOW_TESTS") == "1"
 SPEC_NAME = "medagentbench"
 
@@ -44,22 +39,6 @@ def data() -> tuple[Any, list[dict], Any]:
     return _source(str(SOURCE_DIR))
 
 
-class Loop:
-    """An event loop in a thread, serving FHIR servers on their unix sockets."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
 @pytest.fixture(scope="module")
 def loop() -> Iterator[Loop]:
     lp = Loop()
@@ -68,9 +47,7 @@ def loop() -> Iterator[Loop]:
 
 
 def _start(loop: Loop, seed: Any) -> FhirServer:
-    svc = FhirServer(seed, now=NOW)
-    loop.run(svc.start())
-    return svc
+    return start(loop, seed)
 
 
 @pytest.fixture
@@ -78,28 +55,6 @@ def server(loop, data) -> Iterator[FhirServer]:
     svc = _start(loop, data[2])
     yield svc
     loop.run(svc.stop())
-
-
-def client(svc: FhirServer) -> httpx.Client:
-    return httpx.Client(transport=httpx.HTTPTransport(uds=str(svc.socket_path)),
-                        base_url="http://localhost:8080/fhir/", timeout=10)
-
-
-def run_code(loop: Loop, svc: FhirServer, code: str) -> dict:
-    """Run agent-style code on the host against ``svc`` over loopback TCP (a bridge to the
-    server's handler), as the sandbox's relay would."""
-
-    async def bridge() -> Any:
-        return await asyncio.start_server(svc._serve, "127.0.0.1", 0)
-
-    srv = loop.run(bridge())
-    port = srv.sockets[0].getsockname()[1]
-    ns: dict[str, Any] = {}
-    try:
-        exec(code.replace("localhost:8080", f"127.0.0.1:{port}"), ns)
-    finally:
-        loop.loop.call_soon_threadsafe(srv.close)
-    return ns
 
 
 # --------------------------------------------------------------------------- the server
@@ -268,11 +223,7 @@ def test_fhirclient_reads_and_creates(server, loop):
     from fhirclient.models.observation import Observation
     from fhirclient.models.patient import Patient
 
-    async def bridge() -> Any:
-        return await asyncio.start_server(server._serve, "127.0.0.1", 0)
-
-    srv = loop.run(bridge())
-    port = srv.sockets[0].getsockname()[1]
+    srv, port = tcp_bridge(loop, server)
     try:
         smart = fhir_client.FHIRClient(settings={
             "app_id": "medagentgym-test", "api_base": f"http://127.0.0.1:{port}/fhir/"})

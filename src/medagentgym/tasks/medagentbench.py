@@ -266,7 +266,7 @@ class MedAgentBenchFamily(DatasetFamily):
         if upstream is not None:
             from medagentgym.tasks.fhir.proxy import ProxyFhirServer
 
-            return {"fhir": ProxyFhirServer(upstream, self._data()[2], now=NOW)}
+            return {"fhir": ProxyFhirServer(upstream, now=NOW)}
         return {"fhir": FhirServer(self.seed(), now=NOW)}
 
     async def grade(self, ctx: Any) -> Grade:
