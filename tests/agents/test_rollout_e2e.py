@@ -258,7 +258,7 @@ def test_cli_ctrl_c_then_kill_9_then_resume_gives_one_record_per_pair(treqs, tmp
         proc.kill()
         proc.wait(timeout=10)
         # 3. resume to the end
-        proc = _cli([*args, "--resume"], env)
+        proc = _cli([*args, "--resume", "--json"], env)
         stdout, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
     report = json.loads(stdout)

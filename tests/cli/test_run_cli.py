@@ -54,9 +54,9 @@ def test_run_writes_trajectories_and_refuses_to_overwrite(mag_home, tmp_path):
     assert "--resume" in again.stderr and "Traceback" not in again.stderr
     assert len((out / "trajectories.jsonl").read_text().splitlines()) == 3
 
-    resumed = invoke(*args, "--resume")
+    resumed = invoke(*args, "--resume", "--json")
     assert resumed.exit_code == 0, resumed.output
-    assert '"new_episodes": 0' in resumed.stdout
+    assert json.loads(resumed.stdout)["new_episodes"] == 0
     assert len((out / "trajectories.jsonl").read_text().splitlines()) == 3
 
 

@@ -20,6 +20,8 @@ def _app() -> typer.Typer:
 
 
 def _run(*args: str) -> dict:
+    if args[0] == "export":  # export prints one line of text without --json
+        args = (*args, "--json")
     res = CliRunner().invoke(_app(), [str(a) for a in args], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     out = res.output  # trainers print their logs first; the report is the last document
@@ -34,7 +36,8 @@ def test_export_commands(run_dir, tmp_path):
     ver = _run("export", "verifier", run_dir, "--out", tmp_path / "v.jsonl",
                "--eval-fraction", "0.34")
     assert ver["eval_rows"] > 0 and (tmp_path / "v.eval.jsonl").is_file()
-    rl = _run("export", "rl", run_dir, "--out", tmp_path / "rl.jsonl", "--max-pass-rate", "0.5")
+    rl = _run("export", "rl", run_dir, "--out", tmp_path / "rl.jsonl", "--max-pass-rate", "0.5",
+              "--allow-empty")
     assert rl["tasks"] == 0  # every task was solved by 2 of 3 samples
     rl = _run("export", "rl", run_dir, "--out", tmp_path / "rl.jsonl")
     assert rl["tasks"] == 6

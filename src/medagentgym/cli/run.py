@@ -32,33 +32,30 @@ def _agent_factory(name: str) -> Any:
 
 def _run_with_progress(dataset: str, split: str, tasks: list[Any], factory: Any, *, quiet: bool,
                        **kwargs: Any) -> list[Any]:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    from medagentgym.rollout.runner import run_tasks
+    """Run the episodes with progress on stderr (a bar on a terminal, plain lines elsewhere)."""
+    from medagentgym.cli._progress import Progress
+    from medagentgym.rollout.runner import pending_pairs, run_tasks
 
     samples = kwargs.get("samples", 1)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), disable=quiet,
-                  transient=False) as progress:
-        bar = progress.add_task(f"{dataset}/{split}", total=len(tasks) * samples, rate="")
-        stats = {"done": 0, "ok": 0}
+    todo = len(pending_pairs(tasks, samples, kwargs.get("store"), kwargs.get("resume", False)))
+    with Progress(f"{dataset}/{split}", todo, quiet=quiet) as progress:
+        stats = {"done": 0, "ok": 0, "infra": 0}
 
         def on_done(traj: Any) -> None:
             stats["done"] += 1
             stats["ok"] += int(traj.success)
-            progress.update(bar, advance=1, rate=f"success {stats['ok'] / stats['done']:.1%}")
+            stats["infra"] += int(traj.error is not None and traj.error.source != "agent")
+            graded = stats["done"] - stats["infra"]
+            rate = f"{stats['ok'] / graded:.1%}" if graded else "-"
+            progress.update(stats["done"], f"success {rate}  infra {stats['infra']}")
 
         return run_tasks(dataset, tasks, factory, split=split, on_done=on_done, **kwargs)
 
 
 def validate(
-    dataset: str = typer.Argument(..., help="dataset name (see `medagentgym tasks datasets`)"),
+    dataset_arg: str | None = typer.Argument(None, metavar="[DATASET]",
+                                             help="dataset name (see `medagentgym tasks datasets`)"),
+    dataset_opt: str | None = typer.Option(None, "--dataset", "-d", help="dataset name"),
     split: str = typer.Option("test"),
     limit: int = typer.Option(0, help="validate only the first N tasks (0 = all)"),
     concurrency: int = typer.Option(2, help="environments (sandboxes) in parallel"),
@@ -69,6 +66,7 @@ def validate(
     from medagentgym.agents.oracle import OracleAgent
     from medagentgym.tasks.registry import load_tasks
 
+    dataset = _dataset(dataset_arg, dataset_opt)
     options = _family_options(database=database)
     tasks = load_tasks(dataset, split, **options)
     if limit:
@@ -97,8 +95,26 @@ def validate(
         raise typer.Exit(1)
 
 
+def _dataset(positional: str | None, option: str | None) -> str:
+    """The dataset, positionally or with -d/--dataset (one of them is required)."""
+    from medagentgym.cli.rollout import dataset_of
+    from medagentgym.errors import ConfigurationError
+
+    name = dataset_of(positional, option)
+    if not name:
+        raise ConfigurationError("give a dataset (positionally or with -d/--dataset); see "
+                                 "`medagentgym tasks datasets`")
+    return name
+
+
+#: run.json settings that must match for --resume
+RUN_RESUME_KEYS = ("dataset", "split", "agent", "protocol", "max_turns", "family_options")
+
+
 def run(
-    dataset: str = typer.Option(..., "--dataset", "-d"),
+    dataset_arg: str | None = typer.Argument(None, metavar="[DATASET]",
+                                             help="dataset name (or -d/--dataset)"),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="dataset name"),
     agent: str = typer.Option("oracle", help=f"one of: {', '.join(AGENTS)}"),
     out: Path = typer.Option(..., "--out", "-o", help="run directory (trajectories.jsonl)"),
     split: str = typer.Option("test"),
@@ -109,35 +125,61 @@ def run(
     max_turns: int = typer.Option(15),
     resume: bool = typer.Option(False, help="skip (task, sample) pairs already in --out"),
     database: str | None = typer.Option(None, help=_DATABASE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress on stderr"),
 ) -> None:
-    """Run an agent on a dataset split and store one trajectory per episode."""
+    """Run an agent on a dataset split and store one trajectory per episode.
+
+    Progress goes to stderr; stdout carries only the result (``--json`` for JSON).
+    """
     import uuid
 
+    from medagentgym.cli.rollout import exit_on_infrastructure, result_line
     from medagentgym.errors import ConfigurationError
     from medagentgym.rollout.runner import summarize
-    from medagentgym.rollout.store import TrajectoryStore
+    from medagentgym.rollout.store import (
+        TrajectoryStore,
+        latest_by_key,
+        refuse_mismatch,
+        settings_mismatch,
+    )
     from medagentgym.tasks.registry import load_tasks
 
+    name = _dataset(dataset_arg, dataset)
     factory = _agent_factory(agent)
     store = TrajectoryStore(out)
-    if store.path.exists() and not resume:
-        raise ConfigurationError(f"{store.path} exists; pass --resume to continue it or choose another --out")
     options = _family_options(database=database)
-    tasks = load_tasks(dataset, split, **options)
-    if limit:
-        tasks = tasks[:limit]
-    run_id = uuid.uuid4().hex[:12]
-    store.write_run_info({"run_id": run_id, "dataset": dataset, "split": split, "agent": agent,
-                          "samples": samples, "protocol": protocol, "max_turns": max_turns,
-                          "tasks": len(tasks), "family_options": options,
-                          "started_at": time.time()})
-    trajs = _run_with_progress(dataset, split, tasks, factory, quiet=False, samples=samples,
-                               concurrency=concurrency, store=store, resume=resume, run_id=run_id,
-                               env_kwargs={"protocol": protocol, "max_turns": max_turns,
-                                           **options})
-    summary = summarize(store.load())
-    typer.echo(json.dumps({"new_episodes": len(trajs), "store": str(store.path), "summary": summary},
-                          indent=2))
+    settings = {"dataset": name, "split": split, "agent": agent, "samples": samples,
+                "protocol": protocol, "max_turns": max_turns, "family_options": options}
+    with store.locked("run"):
+        info_path = store.dir / "run.json"
+        if store.path.exists() and not resume:
+            raise ConfigurationError(f"{store.path} exists; pass --resume to continue it or "
+                                     "choose another --out")
+        info: dict[str, Any] = {}
+        if resume and info_path.is_file():
+            try:
+                info = json.loads(info_path.read_text())
+            except ValueError:
+                info = {}
+            refuse_mismatch(store.dir, settings_mismatch(info, settings, RUN_RESUME_KEYS))
+        tasks = load_tasks(name, split, **options)
+        if limit:
+            tasks = tasks[:limit]
+        run_id = str(info.get("run_id") or uuid.uuid4().hex[:12])
+        store.write_run_info({**info, "run_id": run_id, **settings, "tasks": len(tasks),
+                              "started_at": info.get("started_at", time.time())})
+        t0 = time.perf_counter()
+        trajs = _run_with_progress(name, split, tasks, factory, quiet=quiet or as_json,
+                                   samples=samples, concurrency=concurrency, store=store,
+                                   resume=resume, run_id=run_id,
+                                   env_kwargs={"protocol": protocol, "max_turns": max_turns,
+                                               **options})
+    report = {"new_episodes": len(trajs), "store": str(store.path),
+              "seconds": round(time.perf_counter() - t0, 2),
+              "summary": summarize(latest_by_key(store))}
+    typer.echo(json.dumps(report, indent=2) if as_json else result_line(report))
+    exit_on_infrastructure(trajs, store)
 
 
 def demo(
