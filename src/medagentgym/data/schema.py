@@ -623,3 +623,19 @@ def describe(schema: str, tables: Iterable[str] | None = None) -> str:
         cols = ", ".join(f"{c} {typ}" for c, typ in all_tables[t])
         lines.append(f"{t}: {TABLE_DESCRIPTIONS[schema][t]}\n  columns: {cols}")
     return "\n".join(lines)
+
+
+# --- MIMIC-IV (EHRSQL-2024), kept in its own module (issue 12) -----------------------------
+def _add_mimic_iv() -> None:
+    from medagentgym.data import schema_mimic_iv as m
+
+    global SCHEMA_NAMES
+    SCHEMAS["mimic_iv"] = m.TABLES
+    PRIMARY_KEYS["mimic_iv"] = m.PRIMARY_KEYS
+    FOREIGN_KEYS["mimic_iv"] = m.FOREIGN_KEYS
+    TABLE_DESCRIPTIONS["mimic_iv"] = m.TABLE_DESCRIPTIONS
+    INDEXES["mimic_iv"] = m.INDEXES
+    SCHEMA_NAMES = tuple(SCHEMAS)
+
+
+_add_mimic_iv()
