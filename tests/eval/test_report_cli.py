@@ -81,8 +81,11 @@ def test_eval_markdown_and_html(runs, tmp_path):
     assert "| MIMIC-III | 24 | 50.00 |" in md
     assert "OOD average: 75.00%" in md
     assert html.read_text().startswith("<!doctype html>")
-    table = invoke("eval", *runs, "--bootstrap", "100")
-    assert "overall" in table.stdout and "mix 2 models" in table.output
+    table = invoke("eval", runs[0], "--bootstrap", "100")
+    assert "overall" in table.stdout and "cost $" in table.stdout
+    # two models are never pooled into one pass@k: the refusal names the way out
+    mixed = runner.invoke(app, ["eval", *[str(r) for r in runs]])
+    assert "leaderboard" in str(mixed.exception) and "--compare" in str(mixed.exception)
 
 
 def test_leaderboard_command_and_static_view(runs, tmp_path):

@@ -95,6 +95,8 @@ class Run:
     info: dict[str, Any]
     trajectories: list[Trajectory]
     label: str = ""
+    #: lines of trajectories.jsonl that did not parse (skipped; readers warn about them)
+    corrupt_lines: int = 0
 
     @property
     def models(self) -> list[str]:
@@ -134,8 +136,9 @@ def load_run(path: str | Path) -> Run:
             info = json.loads(info_path.read_text())
         except ValueError:
             info = {}
-    trajs = latest_by_key(TrajectoryStore(run_dir))
-    run = Run(path=run_dir, info=info, trajectories=trajs)
+    store = TrajectoryStore(run_dir)
+    trajs = latest_by_key(store)
+    run = Run(path=run_dir, info=info, trajectories=trajs, corrupt_lines=store.corrupt_lines)
     models = run.models
     run.label = models[0] if len(models) == 1 else (", ".join(models) or run_dir.name)
     return run
@@ -592,3 +595,44 @@ def leaderboard(runs: Sequence[Run], **kwargs: Any) -> dict[str, dict[str, Any]]
             by_model[model_label(t, r.info)].append(t)
     return {label: evaluate(trajs, **kwargs) for label, trajs in sorted(by_model.items())}
 
+
+
+# ---------------------------------------------------------------------------- comparison
+
+
+def compare_runs(a: Run, b: Run) -> dict[str, Any]:
+    """Two runs side by side, task by task (graded samples only; infrastructure failures
+    leave the counts). Tasks present in one run only are listed apart, never compared.
+
+    ``{"a": label, "b": label, "tasks": [{dataset, task_id, a: {success, graded, rate},
+    b: {...}, delta}], "summary": {both, only_a, only_b, neither, a_better, b_better, same,
+    mean_delta}, "only_in_a": [...], "only_in_b": [...]}``; a task counts as solved by a run
+    when any graded sample succeeded.
+    """
+    def per_task(run: Run) -> dict[tuple[str, str], dict[str, Any]]:
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for key, samples in _task_samples(run.trajectories).items():
+            c = sum(t.success for t in samples)
+            out[key] = {"success": c, "graded": len(samples), "rate": c / len(samples)}
+        return out
+
+    ta, tb = per_task(a), per_task(b)
+    shared = sorted(set(ta) & set(tb))
+    rows = []
+    counts = Counter()
+    for key in shared:
+        ra, rb = ta[key], tb[key]
+        delta = rb["rate"] - ra["rate"]
+        solved_a, solved_b = ra["success"] > 0, rb["success"] > 0
+        counts["both" if solved_a and solved_b else "only_a" if solved_a
+               else "only_b" if solved_b else "neither"] += 1
+        counts["a_better" if delta < 0 else "b_better" if delta > 0 else "same"] += 1
+        rows.append({"dataset": key[0], "task_id": key[1], "a": ra, "b": rb, "delta": delta})
+    summary = {k: counts.get(k, 0) for k in ("both", "only_a", "only_b", "neither",
+                                             "a_better", "b_better", "same")}
+    summary["tasks"] = len(shared)
+    summary["mean_delta"] = _mean([r["delta"] for r in rows])
+    return {"a": a.label, "b": b.label, "a_path": str(a.path), "b_path": str(b.path),
+            "tasks": rows, "summary": summary,
+            "only_in_a": [f"{d}/{t}" for d, t in sorted(set(ta) - set(tb))],
+            "only_in_b": [f"{d}/{t}" for d, t in sorted(set(tb) - set(ta))]}

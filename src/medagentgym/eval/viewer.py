@@ -71,6 +71,8 @@ class Episodes:
         self._stamp: tuple[float, ...] | None = None
         self._items: list[tuple[Trajectory, Run]] = []
         self._summaries: list[dict[str, Any]] = []
+        #: run directory -> lines of its trajectories.jsonl that did not parse (skipped)
+        self.corrupt_lines: dict[str, int] = {}
         self.refresh()
 
     def _mtimes(self) -> tuple[float, ...]:
@@ -86,6 +88,7 @@ class Episodes:
             if stamp == self._stamp:
                 return
             runs = load_runs(self.run_dirs)
+            self.corrupt_lines = {str(r.path): r.corrupt_lines for r in runs if r.corrupt_lines}
             items = [(t, r) for r in runs for t in sorted(
                 r.trajectories, key=lambda t: (t.dataset, t.task_id, t.sample_index))]
             self._items = items
@@ -365,11 +368,26 @@ class _Handler(BaseHTTPRequestHandler):
 
 def make_server(run_dirs: Sequence[str | Path], *, host: str = "127.0.0.1",
                 port: int = 8765) -> ThreadingHTTPServer:
-    """An HTTP server for the viewer (not started; ``port=0`` picks a free port)."""
+    """An HTTP server for the viewer (not started; ``port=0`` picks a free port). A port in
+    use (or not ours to bind) is a one-line :class:`ConfigurationError` with the fix."""
+    import errno
+
+    from medagentgym.errors import ConfigurationError
+
     episodes = Episodes(run_dirs)
     handler = type("ViewerHandler", (_Handler,), {
         "episodes": episodes, "page": render_page(_title(run_dirs)).encode()})
-    server = ThreadingHTTPServer((host, port), handler)
+    try:
+        server = ThreadingHTTPServer((host, port), handler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            why = "is in use"
+        elif exc.errno == errno.EACCES:
+            why = "needs privileges"
+        else:
+            why = f"cannot be used ({exc.strerror or exc})"
+        raise ConfigurationError(f"port {port} on {host} {why}; pick another with --port N "
+                                 "(--port 0 takes any free port)") from None
     server.daemon_threads = True
     return server
 
