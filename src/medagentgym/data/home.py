@@ -11,7 +11,9 @@ Layout (``data_home()`` is ``$MEDAGENTGYM_HOME`` or ``~/.cache/medagentgym``)::
     registry.json                         external artefacts used in place (``data import medagentgym``)
 
 Every finished artefact has a sibling ``<artefact>.manifest.json``; an artefact without one is
-treated as unfinished. Builders write through :func:`atomic_path` (a temporary sibling that is
+treated as unfinished. Files inside the home refer to each other relative to it
+(:func:`home_relative` / :func:`resolve_home_relative`), so the whole home can be moved or
+copied: ``mv ~/.cache/medagentgym /data/mag; export MEDAGENTGYM_HOME=/data/mag``. Builders write through :func:`atomic_path` (a temporary sibling that is
 renamed into place only on success) while holding :func:`file_lock`, so a crash or a second
 concurrent builder never leaves a half-written artefact that looks finished.
 """
@@ -90,6 +92,34 @@ def _display(path: Path) -> str:
         return "~/" + str(path.relative_to(Path.home()))
     except ValueError:
         return str(path)
+
+
+# --------------------------------------------------------------------------- relative paths
+
+#: how a stored record writes "the data home" (it is resolved again when the record is read)
+HOME_MARK = "$MEDAGENTGYM_HOME"
+
+
+def _json_text(path: Path) -> str:
+    return json.dumps(str(path))[1:-1]
+
+
+def home_relative(line: str, home: str | os.PathLike[str]) -> str:
+    """A JSON text with every string that starts with ``home/`` rewritten to start with
+    ``$MEDAGENTGYM_HOME/`` (stored records name files inside the home relative to it)."""
+    return line.replace(f'"{_json_text(Path(home))}/', f'"{HOME_MARK}/')
+
+
+def resolve_home_relative(line: str, home: str | os.PathLike[str],
+                          old_home: str | os.PathLike[str] | None = None) -> str:
+    """The inverse of :func:`home_relative` for the home as it is now; ``old_home`` (where
+    the home was when a record with absolute paths was written) is rewritten too."""
+    here = _json_text(Path(home))
+    if HOME_MARK in line:
+        line = line.replace(f'"{HOME_MARK}/', f'"{here}/')
+    if old_home is not None and str(old_home) != str(home):
+        line = line.replace(f'"{_json_text(Path(old_home))}/', f'"{here}/')
+    return line
 
 
 # --------------------------------------------------------------------------- manifests
@@ -472,6 +502,43 @@ def _entry(kind: str, name: str, path: Path) -> ArtefactStatus:
     )
 
 
+def _partial(name: str, child: Path) -> ArtefactStatus:
+    return ArtefactStatus(kind="partial", name=name, path=str(child), bytes=_tree_size(child),
+                          finished=False,
+                          summary="left over by an interrupted build; safe to delete")
+
+
+def _skip(name: str) -> bool:
+    return (name.endswith(MANIFEST_SUFFIX) or name.endswith(".lock") or name.endswith("-journal")
+            or name.endswith("-wal") or name.endswith("-shm"))
+
+
+def _task_sets(dataset_dir: Path) -> list[ArtefactStatus]:
+    """The task sets of one dataset (``tasks/<dataset>/<prefix>-<digest>.jsonl``, each with
+    its manifest), and what lies beside them (a family's notes directory, say)."""
+    out: list[ArtefactStatus] = []
+    for child in sorted(dataset_dir.iterdir()):
+        name = f"{dataset_dir.name}/{child.name}"
+        if _skip(child.name):
+            continue
+        if _TMP_MARK in child.name:
+            out.append(_partial(name, child))
+        elif read_manifest(child) is not None:
+            entry = _entry("tasks", name, child)
+            n = entry.manifest.get("tasks")
+            if isinstance(n, int):
+                entry.summary = "; ".join(x for x in (f"{n:,} tasks", entry.summary) if x)
+            out.append(entry)
+        elif child.is_dir():  # built atomically beside a task set: finished when present
+            files = sum(len(f) for _r, _d, f in os.walk(child))
+            out.append(ArtefactStatus(kind="tasks", name=name, path=str(child),
+                                      bytes=_tree_size(child), finished=True,
+                                      summary=f"{files:,} supporting files"))
+        else:
+            out.append(_entry("tasks", name, child))
+    return out
+
+
 def status(home: str | os.PathLike[str] | None = None) -> list[ArtefactStatus]:
     """Everything present in the data home: databases, sources, task sets, registered external
     artefacts, and leftovers of interrupted builds (kind ``partial``)."""
@@ -484,21 +551,13 @@ def status(home: str | os.PathLike[str] | None = None) -> list[ArtefactStatus]:
             continue
         for child in sorted(base.iterdir()):
             name = child.name
-            if name.endswith(MANIFEST_SUFFIX) or name.endswith(".lock"):
+            if _skip(name):
                 continue
             if _TMP_MARK in name:
-                out.append(
-                    ArtefactStatus(
-                        kind="partial",
-                        name=name,
-                        path=str(child),
-                        bytes=_tree_size(child),
-                        finished=False,
-                        summary="left over by an interrupted build; safe to delete",
-                    )
-                )
+                out.append(_partial(name, child))
                 continue
-            if name.endswith("-journal") or name.endswith("-wal") or name.endswith("-shm"):
+            if kind == "tasks" and child.is_dir() and read_manifest(child) is None:
+                out.extend(_task_sets(child))  # one entry per task set of the dataset
                 continue
             label = (
                 name[: -len(".sqlite")] if kind == "database" and name.endswith(".sqlite") else name

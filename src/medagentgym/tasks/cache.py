@@ -4,7 +4,9 @@ A family's tasks (with their ground truth) are built once and stored as JSONL in
 home's ``tasks/<dataset>/`` — mode 0600, outside every sandbox mount — under a name derived
 from everything that determines their content, so a change of options or data builds anew.
 A cache file that no longer loads (a record whose ground truth fails today's validation,
-a truncated line) is rebuilt, never a crash.
+a truncated line) is rebuilt, never a crash. Paths into the data home (a task's database,
+say) are stored relative to it (``$MEDAGENTGYM_HOME/...``), so a moved home keeps working;
+a file written before that, with absolute paths, is read against the home it now lies in.
 """
 
 from __future__ import annotations
@@ -50,9 +52,10 @@ def load_or_build(path: Path, build: Callable[[], Iterable[dict[str, Any]]], *,
 
     def write() -> None:
         n = 0
+        home = home_of(path)
         with _home.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             for rec in build():
-                fh.write(json.dumps(rec) + "\n")
+                fh.write(_home.home_relative(json.dumps(rec), home) + "\n")
                 n += 1
         os.chmod(path, 0o600)  # ground truth: host-only
         extra = {**manifest, **(late_manifest() if late_manifest is not None else {})}
@@ -76,12 +79,21 @@ def load_or_build(path: Path, build: Callable[[], Iterable[dict[str, Any]]], *,
         return read_splits(path, splits)
 
 
+def home_of(path: Path) -> Path:
+    """The data home a cache file lies in (``<home>/tasks/<dataset>/<file>``)."""
+    return Path(path).absolute().parent.parent.parent
+
+
 def read_splits(path: Path, splits: Iterable[str]) -> dict[str, list[Task]]:
-    """Tasks (ground truth attached) by split from a cache file."""
+    """Tasks (ground truth attached) by split from a cache file; paths into the data home
+    resolve against the home the file lies in now."""
     out: dict[str, list[Task]] = {s: [] for s in splits}
+    home = home_of(path)
+    recorded = (_home.read_manifest(path) or {}).get("path")
+    old_home = home_of(Path(recorded)) if isinstance(recorded, str) and recorded else None
     with open(path, encoding="utf-8") as fh:
         for line in fh:
-            rec = json.loads(line)
+            rec = json.loads(_home.resolve_home_relative(line, home, old_home))
             task = Task.model_validate(rec["task"]).with_truth(GroundTruth.model_validate(rec["truth"]))
             out.setdefault(task.split, []).append(task)
     return out
