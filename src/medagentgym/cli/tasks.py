@@ -32,15 +32,19 @@ def datasets(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @app.command("list")
 def list_tasks(
-    dataset: str = typer.Argument(...),
+    dataset_arg: str | None = typer.Argument(None, metavar="[DATASET]",
+                                             help="dataset name (or -d/--dataset)"),
+    dataset_opt: str | None = typer.Option(None, "--dataset", "-d", help="dataset name"),
     split: str = typer.Option("test"),
     limit: int = typer.Option(20, help="rows to show (0 = all)"),
     category: str | None = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Tasks of a dataset split: id, category and question."""
+    from medagentgym.cli.run import _dataset
     from medagentgym.tasks.registry import load_tasks
 
+    dataset = _dataset(dataset_arg, dataset_opt)
     tasks = load_tasks(dataset, split)
     if category:
         tasks = [t for t in tasks if t.category == category]
@@ -66,16 +70,26 @@ def list_tasks(
 
 @app.command("show")
 def show(
-    dataset: str = typer.Argument(...),
-    task_id: str = typer.Argument(...),
+    first: str = typer.Argument(..., metavar="[DATASET] TASK_ID",
+                                help="dataset and task id (or -d DATASET TASK_ID)"),
+    second: str | None = typer.Argument(None, hidden=True),
+    dataset_opt: str | None = typer.Option(None, "--dataset", "-d", help="dataset name"),
     split: str = typer.Option("test"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One task as the agent sees it (system prompt and goal). The answer is not shown."""
+    from medagentgym.cli.run import _dataset
     from medagentgym.env.prompts import system_prompt
     from medagentgym.errors import ConfigurationError
     from medagentgym.tasks.registry import get_family, load_tasks
 
+    if second is None and dataset_opt is None:
+        raise ConfigurationError(f"give the dataset and a task id: `medagentgym tasks show "
+                                 f"{first} TASK_ID` (ids: `medagentgym tasks list {first}`)")
+    if second is None:  # `tasks show -d DATASET TASK_ID`
+        dataset, task_id = _dataset(None, dataset_opt), first
+    else:
+        dataset, task_id = _dataset(first, dataset_opt), second
     tasks = {t.id: t for t in load_tasks(dataset, split)}
     if task_id not in tasks:
         raise ConfigurationError(f"no task {task_id!r} in {dataset}/{split}; see `medagentgym tasks list {dataset}`")
