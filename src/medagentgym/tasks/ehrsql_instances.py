@@ -116,6 +116,7 @@ or "today" when the database has no such rows.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import gzip
 import hashlib
@@ -127,7 +128,7 @@ import re
 import sqlite3
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from collections.abc import Sequence as _Seq
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,6 +246,8 @@ class Template(BaseModel):
     example_values: dict[str, str] = Field(default_factory=dict)
     item_ids: list[str] = Field(default_factory=list)
     item_values: list[dict[str, str]] = Field(default_factory=list)
+    #: each item's own question skeleton ("" when it has none that shows every slot)
+    item_questions: list[str] = Field(default_factory=list)
     is_impossible: bool = False
 
 
@@ -263,6 +266,8 @@ class Instance(BaseModel):
     now: str | None = None
     #: how the answer is graded (:func:`grading_spec`; :func:`medagentgym.graders.ehr_answer_match`)
     grading: dict[str, Any] = Field(default_factory=dict)
+    #: the published task this instance stands for (the paper's split), if any
+    source_id: str | None = None
 
 
 class Sequence(BaseModel):
@@ -311,6 +316,10 @@ class InstantiationReport(BaseModel):
     count_questions: int = 0
     unknown_slots: dict[str, int] = Field(default_factory=dict)
     skipped: dict[str, int] = Field(default_factory=dict)
+    #: the paper's split (:func:`instantiate_paper_split`), per split: ``ids`` requested,
+    #: ``instantiated``, ``published_values`` (kept their published values and question),
+    #: ``not_instantiated`` (reason -> count) and ``missing_ids`` (id -> reason)
+    paper_split: dict[str, dict[str, Any]] = Field(default_factory=dict)
     by_category: dict[str, list[int]] = Field(default_factory=dict)
     seconds: float = 0.0
 
@@ -1044,11 +1053,20 @@ def templates_from_items(
                 example_values=dict(rep.values),
                 item_ids=[m.item_id for m in groups[key]],
                 item_values=[dict(m.values) for m in groups[key]],
+                item_questions=[_own_question(m, best, slots) for m in groups[key]],
                 is_impossible=False,
             )
         )
     templates.extend(impossible.values())
     return templates
+
+
+def _own_question(m: _ItemTemplate, sql: str, slots: list[str]) -> str:
+    """An item's own question skeleton, when it fits the template's SQL skeleton."""
+    q = m.para_q or m.machine_q or ""
+    if m.problem is not None or m.sql != sql or not all("{" + s + "}" in q for s in slots):
+        return ""
+    return q
 
 
 def _tag_text(key: tuple) -> str:
@@ -1553,82 +1571,102 @@ def instantiate_with_report(
       everything (and a template's instances no longer depend on the other templates).
     * Each instance carries its :func:`grading_spec`.
     """
-    import tempfile
-
     tpls = list(templates)
-    db_ids = {t.db_id for t in tpls}
-    if len(db_ids) > 1:
-        raise ValueError(f"templates of several databases: {sorted(db_ids)}")
-    db_id = db_ids.pop() if db_ids else "mimic_iii"
+    db_id = _db_id_of(tpls)
     started = time.monotonic()
     report = InstantiationReport(db_id=db_id, db_path=str(db_path))
     attempts_cap = max_attempts if max_attempts is not None else 4 * per_template + 6
-    conn = _open_ro(db_path)
     out: list[Instance] = []
-    with tempfile.TemporaryDirectory(prefix="medagentgym-ties-") as tmp:
-        tie_conn = None
-        if tie_check:
-            size = Path(db_path).stat().st_size
-            if size > TIE_CHECK_MAX_BYTES:
-                report.tie_check = (f"skipped: the database ({size >> 20} MiB) is larger than "
-                                    f"{TIE_CHECK_MAX_BYTES >> 20} MiB")
-            else:
-                tie_conn = _open_ro(reversed_copy(db_path, Path(tmp) / "reversed.sqlite"))
-                report.tie_check = "reversed-copy"
-        try:
+    with _sampling(db_path, db_id, now, timeout_s, tie_check, report) as sampler:
+        conn = sampler.conn
+        unknown: Counter = Counter()
+        skipped: Counter = Counter()
+        by_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for tpl in tpls:
+            if tpl.is_impossible:
+                report.templates_impossible += 1
+                if not include_impossible:
+                    continue
+            report.templates += 1
+            by_cat[tpl.category][0] += 1
             if db_id == "treqs":
-                sampler: Any = _TreqsSampler(conn)
+                made = _instantiate_treqs_template(
+                    tpl, sampler, seed, per_template, attempts_cap, timeout_s, report
+                )
+            elif tpl.is_impossible:
+                made = _instantiate_impossible(tpl, sampler, seed, per_template, now)
             else:
-                sampler = _Sampler(conn, db_id, now, timeout_s)
-            sampler.tie_conn = tie_conn
-            unknown: Counter = Counter()
-            skipped: Counter = Counter()
-            by_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-            for tpl in tpls:
-                if tpl.is_impossible:
-                    report.templates_impossible += 1
-                    if not include_impossible:
-                        continue
-                report.templates += 1
-                by_cat[tpl.category][0] += 1
-                if db_id == "treqs":
-                    made = _instantiate_treqs_template(
-                        tpl, sampler, seed, per_template, attempts_cap, timeout_s, report
-                    )
-                elif tpl.is_impossible:
-                    made = _instantiate_impossible(tpl, sampler, seed, per_template, now)
+                bad = [s for s in tpl.slots if not sampler.known(s)]
+                if bad:
+                    for s in bad:
+                        unknown[s] += 1
+                    skipped["unknown_slot"] += 1
+                    continue
+                made = _instantiate_template(
+                    tpl, sampler, seed, per_template, attempts_cap, now, timeout_s, report,
+                    skipped
+                )
+            out.extend(made)
+        report.templates_sampled = len({i.template_id for i in out})
+        if max_answer_share is not None:
+            out = _cap_answer_values(out, max_answer_share, seed, report)
+        for inst in out:
+            if not inst.is_impossible:
+                inst.grading = grading_spec(inst.sql, inst.question, inst.answer, conn,
+                                            timeout_s)
+        made_by_tpl = Counter(i.template_id for i in out)
+        cat_of = {t.id: t.category for t in tpls}
+        for tid, n in made_by_tpl.items():
+            report.templates_instantiated += 1
+            by_cat[cat_of.get(tid, "unknown")][1] += 1
+            by_cat[cat_of.get(tid, "unknown")][2] += n
+        report.unknown_slots = dict(unknown)
+        report.skipped = dict(skipped)
+        report.by_category = {k: v for k, v in sorted(by_cat.items())}
+    _summarize(report, out, started)
+    return out, report
+
+
+def _db_id_of(tpls: list[Template]) -> str:
+    db_ids = {t.db_id for t in tpls}
+    if len(db_ids) > 1:
+        raise ValueError(f"templates of several databases: {sorted(db_ids)}")
+    return db_ids.pop() if db_ids else "mimic_iii"
+
+
+@contextlib.contextmanager
+def _sampling(db_path: str | Path, db_id: str, now: str, timeout_s: float, tie_check: bool,
+              report: InstantiationReport) -> Iterator[Any]:
+    """A sampler over the database at ``db_path`` (with the reversed-row copy for the tie
+    check, unless the database is too large: ``report.tie_check`` says which)."""
+    import tempfile
+
+    conn = _open_ro(db_path)
+    tie_conn = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="medagentgym-ties-") as tmp:
+            if tie_check:
+                size = Path(db_path).stat().st_size
+                if size > TIE_CHECK_MAX_BYTES:
+                    report.tie_check = (f"skipped: the database ({size >> 20} MiB) is larger "
+                                        f"than {TIE_CHECK_MAX_BYTES >> 20} MiB")
                 else:
-                    bad = [s for s in tpl.slots if not sampler.known(s)]
-                    if bad:
-                        for s in bad:
-                            unknown[s] += 1
-                        skipped["unknown_slot"] += 1
-                        continue
-                    made = _instantiate_template(
-                        tpl, sampler, seed, per_template, attempts_cap, now, timeout_s, report,
-                        skipped
-                    )
-                out.extend(made)
-            report.templates_sampled = len({i.template_id for i in out})
-            if max_answer_share is not None:
-                out = _cap_answer_values(out, max_answer_share, seed, report)
-            for inst in out:
-                if not inst.is_impossible:
-                    inst.grading = grading_spec(inst.sql, inst.question, inst.answer, conn,
-                                                timeout_s)
-            made_by_tpl = Counter(i.template_id for i in out)
-            cat_of = {t.id: t.category for t in tpls}
-            for tid, n in made_by_tpl.items():
-                report.templates_instantiated += 1
-                by_cat[cat_of.get(tid, "unknown")][1] += 1
-                by_cat[cat_of.get(tid, "unknown")][2] += n
-            report.unknown_slots = dict(unknown)
-            report.skipped = dict(skipped)
-            report.by_category = {k: v for k, v in sorted(by_cat.items())}
-        finally:
-            conn.close()
-            if tie_conn is not None:
-                tie_conn.close()
+                    tie_conn = _open_ro(reversed_copy(db_path, Path(tmp) / "reversed.sqlite"))
+                    report.tie_check = "reversed-copy"
+            sampler: Any = (_TreqsSampler(conn) if db_id == "treqs"
+                            else _Sampler(conn, db_id, now, timeout_s))
+            sampler.tie_conn = tie_conn
+            try:
+                yield sampler
+            finally:
+                if tie_conn is not None:
+                    tie_conn.close()
+    finally:
+        conn.close()
+
+
+def _summarize(report: InstantiationReport, out: list[Instance], started: float) -> None:
+    """The report's counts over the instances kept."""
     report.instances = len(out)
     report.zero_answers = sum(1 for i in out if i.answer and _is_zero(i.answer))
     answerable = [i for i in out if not i.is_impossible]
@@ -1641,7 +1679,6 @@ def instantiate_with_report(
         1 for i in answerable if len(rows_key(i.answer)) < len(i.answer))
     report.count_questions = sum(1 for i in answerable if i.grading.get("count"))
     report.seconds = round(time.monotonic() - started, 3)
-    return out, report
 
 
 def constant_key(inst: Instance) -> str | None:
@@ -1842,9 +1879,13 @@ def _instantiate_template(
     timeout_s: float,
     report: InstantiationReport,
     skipped: Counter,
+    preferred: _Seq[dict[str, str]] = (),
 ) -> list[Instance]:
+    """Up to ``per_template`` instances; ``preferred`` slot values (a published item's) are
+    tried before any sampled ones."""
     rng = random.Random(f"{seed}:{tpl.id}")
     want = per_template if tpl.slots else 1
+    preferred = [dict(v) for v in preferred if set(v) == set(tpl.slots)] if tpl.slots else []
     primary = sampler.primary(tpl)
     candidates = sampler.groups(primary)
     allowed = sampler.current_patients(tpl.sql)
@@ -1859,7 +1900,7 @@ def _instantiate_template(
     if prefix:
         inside = [g for g in candidates if _covers_period(g, prefix)]
         candidates = inside or candidates
-    if not candidates:
+    if not candidates and not preferred:
         skipped["no_candidate_rows"] += 1
         return []
     out: list[Instance] = []
@@ -1876,13 +1917,20 @@ def _instantiate_template(
         others = sorted({g.patient for g in sampler.groups(sampler.patient_source)})
         if allowed is not None:
             others = [p for p in others if p in allowed]
-    for _ in range(attempts_cap if tpl.slots else 1):
+    for attempt in range(len(preferred) + (attempts_cap if tpl.slots else 1)):
         if len(out) >= want:
             break
-        values = _sample_values(tpl, sampler, rng, primary, candidates) if tpl.slots else {}
+        if attempt < len(preferred):
+            values = dict(preferred[attempt])
+        elif not tpl.slots:
+            values = {}
+        elif candidates:
+            values = _sample_values(tpl, sampler, rng, primary, candidates)
+        else:
+            break
         if values is None:
             continue
-        if yes_no and need[0] > need[1] and len(others) > 1:
+        if attempt >= len(preferred) and yes_no and need[0] > need[1] and len(others) > 1:
             values["patient_id"] = rng.choice([p for p in others if p != values["patient_id"]])
         iid = _instance_id(tpl.id, values)
         if iid in seen:
@@ -2037,6 +2085,10 @@ def load_treqs(
                 example_values=dict(members[0][1]),
                 item_ids=[m[0].key for m in members],
                 item_values=[dict(m[1]) for m in members],
+                item_questions=[
+                    next((q for q in m[3] if all("{" + s + "}" in q for s in slots)), "")
+                    for m in members
+                ],
             )
         )
     return out
@@ -2122,8 +2174,10 @@ def _instantiate_treqs_template(
     attempts_cap: int,
     timeout_s: float,
     report: InstantiationReport,
+    preferred: _Seq[dict[str, str]] = (),
 ) -> list[Instance]:
     rng = random.Random(f"{seed}:{tpl.id}")
+    preferred = [dict(v) for v in preferred if set(v) == set(tpl.slots)] if tpl.slots else []
     slot_cols: dict[str, tuple[str, str]] = {}
     for slot in tpl.slots:
         m = re.fullmatch(r"(demographic|diagnoses|procedures|prescriptions|lab)_(\w+?)(\d*)", slot)
@@ -2139,13 +2193,17 @@ def _instantiate_treqs_template(
     out: list[Instance] = []
     fallback: list[Instance] = []
     seen: set[str] = set()
-    if tpl.slots and not anchors:
+    if tpl.slots and not anchors and not preferred:
         return []
-    for _ in range(attempts_cap if tpl.slots else 1):
+    for attempt in range(len(preferred) + (attempts_cap if tpl.slots else 1)):
         if len(out) >= want:
             break
         values: dict[str, str] = {}
-        if tpl.slots:
+        if attempt < len(preferred):
+            values = dict(preferred[attempt])
+        elif tpl.slots:
+            if not anchors:
+                break
             h = rng.choice(anchors)
             for slot in tpl.slots:
                 v = rng.choice(cols[slot][h])
