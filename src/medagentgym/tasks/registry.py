@@ -155,3 +155,36 @@ register(DatasetSpec(
     "Bioinformatics coding", in_distribution=False,
     licence="CC BY 4.0 (BioCoder; snippets under their projects' licences)",
     sources=("biocoder",)))
+
+# --- EHRSHOT and MIMIC-Extract: ML on EHR features, hidden test labels (issue 15) --------
+# splits: the paper's train/test (15 and 6 synthetic problems each); ehrshot's `open` split:
+# real open data (lifelines GBSG2 / kidney transplant)
+_ML = "medagentgym.tasks.mlehr:MlEhrFamily"
+register(DatasetSpec(
+    "ehrshot", _ML,
+    "EHRSHOT: train a model on patient embeddings (15 tasks); graded by test AUROC vs a "
+    "reference model", "ML on EHR features", options={"suite": "ehrshot"},
+    licence="Apache-2.0 (synthetic); open split: lifelines datasets",
+    splits=("train", "test", "open")))
+register(DatasetSpec(
+    "mimic_extract", _ML,
+    "MIMIC-Extract: mortality, length of stay and interventions from 24 h of hourly ICU data; "
+    "graded by test AUROC vs a reference model", "ML on EHR features",
+    options={"suite": "mimic_extract"}, in_distribution=False,
+    licence="Apache-2.0 (synthetic)"))
+
+# --- EHRSQL-2024 on MIMIC-IV: the authors' answers on the open demo (issue 12) -------------
+register(DatasetSpec(
+    "mimic_iv", "medagentgym.tasks.ehrsql2024:MimicIvFamily",
+    "EHRSQL-2024 questions over MIMIC-IV, graded against the authors' answers on the demo",
+    "EHR database QA", in_distribution=False,
+    licence="CC BY 4.0 (questions and answers); ODbL (MIMIC-IV demo)",
+    sources=("ehrsql2024",), databases=("mimic_iv",), splits=("train", "valid", "test")))
+
+# --- EHRCon: note-table consistency on MIMIC-III (issue 15) --------------------------------
+register(DatasetSpec(
+    "ehrcon", "medagentgym.tasks.ehrcon:EhrConFamily",
+    "EHRCon: is a note's mention of an entity inconsistent with the patient's tables?",
+    "Note-table consistency", in_distribution=False,
+    licence="Apache-2.0 (generated notes); credentialed release: PhysioNet licence",
+    databases=("mimic_iii",)))
