@@ -188,11 +188,3 @@ register(DatasetSpec(
     "Note-table consistency", in_distribution=False,
     licence="Apache-2.0 (generated notes); credentialed release: PhysioNet licence",
     databases=("mimic_iii",)))
-
-# --- EHRCon: note-table consistency on MIMIC-III (issue 15) --------------------------------
-register(DatasetSpec(
-    "ehrcon", "medagentgym.tasks.ehrcon:EhrConFamily",
-    "EHRCon: is a note's mention of an entity inconsistent with the patient's tables?",
-    "Note-table consistency", in_distribution=False,
-    licence="Apache-2.0 (generated notes); credentialed release: PhysioNet licence",
-    databases=("mimic_iii",)))
