@@ -152,6 +152,12 @@ register_database(DatabaseSpec(
 register_database(DatabaseSpec(
     "treqs", "TREQS (MIMICSQL)", "MIMIC-III (TREQS/MIMICSQL 5-table schema)", "treqs",
     synthetic="medagentgym.data.synth.treqs:build_treqs", derived_from="mimic_iii"))
+# MIMIC-IV with EHRSQL-2024's preprocessing (issue 12); its dataset is mimic_iv
+register_database(DatabaseSpec(
+    "mimic_iv", "MIMIC-IV", "MIMIC-IV (EHRSQL-2024 schema)", "mimic_iv",
+    synthetic="medagentgym.data.synth.mimic_iv:build_mimic_iv",
+    importer="medagentgym.data.importers_mimic_iv:import_mimic_iv",
+    import_from="the MIMIC-IV demo's root folder (hosp/ and icu/ CSV files)"))
 
 
 # --------------------------------------------------------------------------- builds

@@ -119,6 +119,13 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
 
 INDEXES: list[tuple[str, tuple[str, ...]]] = [
     ("admissions", ("subject_id",)),
+    ("admissions", ("hadm_id",)),
+    ("d_icd_diagnoses", ("long_title",)),
+    ("d_icd_diagnoses", ("icd_code",)),
+    ("d_icd_procedures", ("long_title",)),
+    ("d_icd_procedures", ("icd_code",)),
+    ("d_labitems", ("label",)),
+    ("d_items", ("label",)),
     ("diagnoses_icd", ("hadm_id",)),
     ("diagnoses_icd", ("icd_code",)),
     ("procedures_icd", ("hadm_id",)),
