@@ -188,3 +188,11 @@ register(DatasetSpec(
     "Note-table consistency", in_distribution=False,
     licence="Apache-2.0 (generated notes); credentialed release: PhysioNet licence",
     databases=("mimic_iii",)))
+
+# --- EHRSQL-2024 on MIMIC-IV: the authors' answers on the open demo (issue 12) -------------
+register(DatasetSpec(
+    "mimic_iv", "medagentgym.tasks.ehrsql2024:MimicIvFamily",
+    "EHRSQL-2024 questions over MIMIC-IV, graded against the authors' answers on the demo",
+    "EHR database QA", in_distribution=False,
+    licence="CC BY 4.0 (questions and answers); ODbL (MIMIC-IV demo)",
+    sources=("ehrsql2024",), databases=("mimic_iv",), splits=("train", "valid", "test")))
