@@ -227,8 +227,9 @@ def test_fhirclient_reads_and_creates(server, loop):
     try:
         smart = fhir_client.FHIRClient(settings={
             "app_id": "medagentgym-test", "api_base": f"http://127.0.0.1:{port}/fhir/"})
-        pats = Patient.where(struct={"family": "Stafford", "given": "Peter",
-                                     "birthdate": "1932-12-29"}).perform_resources(smart.server)
+        pats = list(Patient.where(struct={"family": "Stafford", "given": "Peter",
+                                          "birthdate": "1932-12-29"})
+                    .perform_resources_iter(smart.server))
         assert [p.id for p in pats] == ["S6534835"]
         assert Patient.read("S6534835", smart.server).birthDate.isostring == "1932-12-29"
         obs = Observation({"status": "final", "code": {"text": "BP"},
@@ -238,6 +239,55 @@ def test_fhirclient_reads_and_creates(server, loop):
         assert fc is not None
     finally:
         loop.loop.call_soon_threadsafe(srv.close)
+
+
+def test_fhirclient_paging_isolation_and_reset(loop, data):
+    """With fhirclient: a search followed over its ``next`` links returns every patient once;
+    a resource created on episode A's server is invisible to episode B's (same process, same
+    seed, both live); after A's reset it is gone."""
+    pytest.importorskip("fhirclient")
+    from fhirclient import client as fhir_client
+    from fhirclient.models.condition import Condition
+    from fhirclient.models.patient import Patient
+
+    servers, bridges, smart = [], [], []
+    try:
+        for _ in range(2):
+            svc = _start(loop, data[2])
+            srv, port = tcp_bridge(loop, svc)
+            svc.base_url = f"http://127.0.0.1:{port}/fhir/"  # links the client can follow
+            servers.append(svc)
+            bridges.append(srv)
+            smart.append(fhir_client.FHIRClient(settings={
+                "app_id": "medagentgym-test", "api_base": svc.base_url}).server)
+        a, b = servers
+        assert b.seed is a.seed
+        ids = [p.id for p in Patient.where(struct={"_count": "37"})
+               .perform_resources_iter(smart[0])]
+        assert len(ids) == len(set(ids)) == 500
+        assert a.requests == 14  # ceil(500 / 37) pages
+        cond = Condition({"subject": {"reference": "Patient/S6534835"},
+                          "clinicalStatus": {"coding": [{"code": "active"}]}})
+        created = cond.create(smart[0])
+        rid = created["id"]
+
+        def conditions(i: int) -> list[str]:
+            return [c.id for c in Condition.where(struct={"patient": "S6534835"})
+                    .perform_resources_iter(smart[i])]
+
+        assert conditions(0) == [rid] and conditions(1) == []
+        assert Condition.read(rid, smart[0]).subject.reference == "Patient/S6534835"
+        with pytest.raises(Exception, match="404"):
+            Condition.read(rid, smart[1])
+        loop.run(a.reset())
+        assert conditions(0) == [] and a.writes == []
+        with pytest.raises(Exception, match="404"):
+            Condition.read(rid, smart[0])
+    finally:
+        for srv in bridges:
+            loop.loop.call_soon_threadsafe(srv.close)
+        for svc in servers:
+            loop.run(svc.stop())
 
 
 # --------------------------------------------------------------------------- seeds
