@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CATEGORIES = ("numeric", "string", "existence")
 #: share of each category in a split (labels are balanced within each)
 CATEGORY_SHARE = {"numeric": 0.4, "string": 0.25, "existence": 0.35}
@@ -176,6 +176,7 @@ class Records:
     present: dict[tuple[str, int], set[str]] = field(default_factory=dict)  # entities
     related: dict[tuple[str, int], set[str]] = field(default_factory=dict)  # related keys
     dates: dict[int, list[str]] = field(default_factory=dict)  # every record date, per hadm
+    kind_dates: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     dx_titles: dict[str, tuple[str, str]] = field(default_factory=dict)  # code -> titles
     subject_of: dict[int, int] = field(default_factory=dict)
 
@@ -243,6 +244,7 @@ def load_records(db_path: Path) -> Records:
             rec.subject_of[f.hadm] = f.subject
             if f.date:
                 rec.dates.setdefault(f.hadm, []).append(f.date)
+                rec.kind_dates.setdefault((kind, f.hadm), []).append(f.date)
     for hadm, specs in all_specimens.items():  # cultures without growth exist too
         rec.related.setdefault(("micro", hadm), set()).update(related_key("micro", s)
                                                                  for s in specs)
@@ -333,6 +335,10 @@ class Sampler:
             for f in items:
                 self.entity_adms[kind][f.entity].add(f.hadm)
         self._counts: dict[tuple, int] = {}
+        self._absent_cache: dict[tuple[str, str], list[int]] = {}
+        self.spec_orgs: dict[str, list[str]] = defaultdict(list)  # organisms by specimen
+        for f in self.facts["micro"]:
+            self.spec_orgs[f.entity].append(f.value)
         # unused records by (category, kind): only those the category can change
         self.unused: dict[tuple[str, str], list[int]] = {}
         for category, kinds in KIND_WEIGHTS.items():
@@ -355,7 +361,7 @@ class Sampler:
         return None
 
     def draw(self, category: str, inconsistent: bool) -> Mention | None:
-        for _ in range(12):
+        for _ in range(30):
             weights = {k: w for k, w in KIND_WEIGHTS[category].items()
                        if self.unused[(category, k)]}
             if not weights:
@@ -392,9 +398,17 @@ class Sampler:
         if f is None:
             return None
         m = Mention(kind, category, f.subject, f.hadm, f.entity, f.date, f.value, f.unit, f.route)
+        rng = self.rng
+        if category == "string":
+            # the shown route (organism) is another record's, which differs from this one's
+            # with probability 1 - p(this one); a consistent mention is kept with that same
+            # probability, so both labels show routes (organisms) equally often
+            pool = self.routes[f.entity] if kind == "med" else self.spec_orgs[f.entity]
+            mine = f.route if kind == "med" else f.value
+            if not inconsistent and rng.random() < pool.count(mine) / len(pool):
+                return None
         if not inconsistent:
             return m
-        rng = self.rng
         if category == "numeric":
             if kind == "lab":
                 what = rng.choices([("value",), ("date",), ("value", "date")], [2, 1, 1])[0]
@@ -450,28 +464,39 @@ class Sampler:
                     return True
             return False
         if part == "route":
-            for _ in range(30):
-                r = rng.choice(self.routes[m.entity])  # a route this drug is given by
-                if r != m.route and all(x.route != r for x in self._same_day(m)):
-                    m.route = r
-                    return True
+            r = rng.choice(self.routes[m.entity])  # another record's route (one draw)
+            if r != m.route and all(x.route != r for x in self._same_day(m)):
+                m.route = r
+                return True
             return False
         if part == "organism":
             here = {r.value for r in self._same_day(m)} | {m.value}
             genera = {o.split()[0] for o in here if o.split()}
-            for _ in range(30):
-                o = rng.choice(self.orgs)
-                if o not in here and o.split() and o.split()[0] not in genera:
-                    m.value = o
-                    return True
+            o = rng.choice(self.spec_orgs[m.entity])  # another culture's organism (one draw)
+            if o not in here and o.split() and o.split()[0] not in genera:
+                m.value = o
+                return True
             return False
         raise ValueError(part)
 
     # -- existence ------------------------------------------------------------------------
+    def _absent(self, kind: str, entity: str) -> list[int]:
+        """The split's admissions without ``entity`` or a related entity."""
+        key = (kind, entity)
+        if key not in self._absent_cache:
+            rel = related_key(kind, entity)
+            self._absent_cache[key] = [
+                h for h in self.hadms if h in self.rec.dates
+                and rel not in self.rec.related.get((kind, h), set())]
+        return self._absent_cache[key]
+
     def _existence(self, kind: str, inconsistent: bool) -> Mention | None:
         rng = self.rng
         entities = self.entity_adms[kind]
-        names = sorted(entities)
+        # entities that can be shown either way: an unused record, and an admission
+        # without it (nor a related entity); drawn before the label
+        names = [e for e in sorted(entities) if self._absent(kind, e)
+                 and self.unused_of_entity.get((kind, e))]
         if not names:
             return None
         entity = rng.choices(names, [len(entities[e]) for e in names])[0]
@@ -481,14 +506,11 @@ class Sampler:
                 return None
             return Mention(kind, "existence", f.subject, f.hadm, f.entity, f.date, f.value,
                            f.unit, f.route)
-        key = related_key(kind, entity)
-        absent = [h for h in self.hadms if h in self.rec.dates
-                  and key not in self.rec.related.get((kind, h), set())]
-        if not absent:
-            return None
-        hadm = rng.choice(absent)
+        hadm = rng.choice(self._absent(kind, entity))
         donor = self.facts[kind][rng.choice(self.of_entity[(kind, entity)])]
-        date = rng.choice(self.rec.dates[hadm]) if kind != "dx" else ""
+        # a date of the same kind of record in that admission (else any of its dates)
+        dates = self.rec.kind_dates.get((kind, hadm)) or self.rec.dates[hadm]
+        date = rng.choice(dates) if kind != "dx" else ""
         m = Mention(kind, "existence", self.rec.subject_of[hadm], hadm, entity, date,
                     donor.value, donor.unit, donor.route, inconsistent=True,
                     changed=("entity",))
@@ -520,14 +542,21 @@ def draw_mentions(rec: Records, hadms: set[int], n: int, rng: random.Random) -> 
     rng.shuffle(plan)
     out = [m for c, label in plan if (m := sampler.draw(c, label)) is not None]
     # a category the database cannot fill: the others make up the difference, in pairs
-    open_ = [c for c in CATEGORIES if counts[c]]
-    while len(out) < n - 1 and open_:
-        c = rng.choices(open_, [CATEGORY_SHARE[x] for x in open_])[0]
+    open_ = {c: 0 for c in CATEGORIES if counts[c]}  # category -> failed pairs in a row
+    while len(out) + 2 <= n and open_:
+        c = rng.choices(list(open_), [CATEGORY_SHARE[x] for x in open_])[0]
         pair = [sampler.draw(c, False), sampler.draw(c, True)]
         if None in pair:
-            open_.remove(c)
+            open_[c] += 1
+            if open_[c] >= 5:
+                del open_[c]
             continue
+        open_[c] = 0
         out += pair
+    if len(out) == n - 1:  # an odd size: one more, of the rarer label
+        pos = sum(m.inconsistent for m in out)
+        if (m := sampler.draw("numeric", pos < len(out) - pos)) is not None:
+            out.append(m)
     # a shortfall that hit one label harder: trim the other to keep each category balanced
     balanced: list[Mention] = []
     for c in CATEGORIES:
