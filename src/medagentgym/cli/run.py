@@ -19,6 +19,25 @@ def _family_options(**flags: Any) -> dict[str, Any]:
     return {k: v for k, v in flags.items() if v is not None}
 
 
+def build_summary(dataset: str, split: str, options: dict[str, Any]) -> dict[str, Any] | None:
+    """How the split's tasks were built, for families that report it (``audit_summary``:
+    the EHR datasets' paper ids instantiated / left out and their gold audit)."""
+    from medagentgym.tasks.registry import get_family
+
+    summary = getattr(get_family(dataset, **options), "audit_summary", None)
+    return summary(split) if callable(summary) else None
+
+
+def summary_lines(summary: dict[str, Any] | None) -> list[str]:
+    """``build_summary`` as short text lines (one per group)."""
+    lines = []
+    for key, value in (summary or {}).items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in value.items())
+        lines.append(f"{key.replace('_', ' ')}: {value}")
+    return lines
+
+
 def _agent_factory(name: str) -> Any:
     from medagentgym.errors import ConfigurationError
 
@@ -84,11 +103,16 @@ def validate(
     report = {"dataset": dataset, "split": split, "tasks": len(trajs),
               "solved": sum(t.success for t in trajs), "failures": failures,
               "seconds": round(time.perf_counter() - t0, 2)}
+    audit = build_summary(dataset, split, options)
+    if audit:
+        report["build"] = audit
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
         typer.echo(f"{dataset}/{split}: solved {report['solved']}/{report['tasks']} "
                    f"in {report['seconds']} s")
+        for line in summary_lines(audit):
+            typer.echo("  " + line)
         for f in failures[:20]:
             typer.echo(f"  FAIL {f['task_id']} ({f['category']}): {f['error'] or f['reason']}")
     if failures:

@@ -6,6 +6,8 @@ import json
 
 import typer
 
+from medagentgym.cli.run import _DATABASE_HELP
+
 app = typer.Typer(help="Browse datasets and tasks.", no_args_is_help=True)
 
 
@@ -38,19 +40,24 @@ def list_tasks(
     split: str = typer.Option("test"),
     limit: int = typer.Option(20, help="rows to show (0 = all)"),
     category: str | None = typer.Option(None),
+    database: str | None = typer.Option(None, help=_DATABASE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Tasks of a dataset split: id, category and question."""
-    from medagentgym.cli.run import _dataset
+    """Tasks of a dataset split: id, category and question (and, for the EHR datasets, how
+    many of the paper's ids the database in use could instantiate)."""
+    from medagentgym.cli.run import _dataset, build_summary, summary_lines
     from medagentgym.tasks.registry import load_tasks
 
     dataset = _dataset(dataset_arg, dataset_opt)
-    tasks = load_tasks(dataset, split)
+    options = {} if database is None else {"database": database}
+    tasks = load_tasks(dataset, split, **options)
+    build = build_summary(dataset, split, options)
     if category:
         tasks = [t for t in tasks if t.category == category]
     shown = tasks if limit == 0 else tasks[:limit]
     if as_json:
         typer.echo(json.dumps({"dataset": dataset, "split": split, "total": len(tasks),
+                               **({"build": build} if build else {}),
                                "tasks": [{"id": t.id, "category": t.category, "goal": t.goal}
                                          for t in shown]}, indent=2))
         return
@@ -66,6 +73,8 @@ def list_tasks(
     console.print(table)
     cats = Counter(t.category for t in tasks)
     console.print("categories: " + ", ".join(f"{c} {n}" for c, n in cats.most_common()))
+    for line in summary_lines(build):
+        console.print(line, markup=False)
 
 
 @app.command("show")

@@ -188,7 +188,7 @@ def export_rl(runs: list[Path] = typer.Argument(None, help="run directories (or 
               out: Path = OUT,
               tasks: str | None = typer.Option(None, help="DATASET[:SPLIT]: rows from the task "
                                                "list itself instead of runs"),
-              database: str = typer.Option("auto", help="with --tasks: auto | synthetic | imported"),
+              database: str = typer.Option("auto", help="with --tasks: auto | synthetic | imported | official"),
               limit: int = typer.Option(0, help="with --tasks: first N tasks (0 = all)"),
               protocol: str = typer.Option("paper"), max_turns: int = typer.Option(15),
               min_pass_rate: float = typer.Option(0.0, help="drop tasks solved less often"),
@@ -279,6 +279,9 @@ def check_inputs(model: str | Path, data: list[Path] | None = None, *,
     elif looks_local:
         raise ConfigurationError(f"--model {m} does not exist (a local checkpoint directory or "
                                  "a Hugging Face hub name such as Qwen/Qwen3-0.6B)")
+    else:
+        typer.secho(f"note: --model {text} is not a local directory; it is taken as a Hugging "
+                    "Face hub name (downloaded unless cached)", err=True)
 
 
 def _summary(s: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from medagentgym.data import databases
+from medagentgym.errors import ConfigurationError
 from medagentgym.tasks.base import DatasetFamily, DatasetOptions
 from medagentgym.tasks.family import option
 from medagentgym.types import Grade, GroundTruth, Provenance, Task
@@ -43,29 +44,38 @@ class QuestionSet:
 
     provenance: str  # formatted with ``release``
     licence: str
-    instances: Callable[[EhrSqlFamily, Path], list[Any]]
+    instances: Callable[..., list[Any]]
 
 
-def _ehrsql_instances(fam: EhrSqlFamily, src: Path) -> list[Any]:
+def _ehrsql_instances(fam: EhrSqlFamily, src: Path, *, impossible_only: bool = False
+                      ) -> list[Any]:
     from medagentgym.tasks import ehrsql_instances as ei
 
     opts = fam.options
     templates = ei.load_templates(src, fam.db_id, release=opts.release,
                                   include_impossible=fam.include_impossible)
+    if impossible_only:
+        templates = [t for t in templates if t.is_impossible]
     instances, report = ei.instantiate_with_report(
         templates, fam.db.path, seed=opts.seed, per_template=opts.per_template, now=NOW,
-        include_impossible=fam.include_impossible)
-    fam.gold_audit = report.model_dump(exclude={"by_category", "db_path"})
+        include_impossible=fam.include_impossible, max_answer_share=opts.max_answer_share)
+    if not impossible_only:
+        fam.gold_audit = {"selection": "templates",
+                          **report.model_dump(exclude={"by_category", "db_path"})}
     return instances
 
 
-def _treqs_instances(fam: EhrSqlFamily, src: Path) -> list[Any]:
+def _treqs_instances(fam: EhrSqlFamily, src: Path, *, impossible_only: bool = False
+                     ) -> list[Any]:
     from medagentgym.tasks import ehrsql_instances as ei
 
+    if impossible_only:  # MIMICSQL has no unanswerable questions
+        return []
     instances, report = ei.instantiate_with_report(
         ei.load_treqs(src), fam.db.path, seed=fam.options.seed,
-        per_template=fam.options.per_template)
-    fam.gold_audit = report.model_dump(exclude={"by_category", "db_path"})
+        per_template=fam.options.per_template, max_answer_share=fam.options.max_answer_share)
+    fam.gold_audit = {"selection": "templates",
+                      **report.model_dump(exclude={"by_category", "db_path"})}
     return instances
 
 
@@ -101,6 +111,20 @@ class EhrSqlOptions(DatasetOptions):
     test_fraction: float = option(0.5, "share of templates in the test split", gt=0, lt=1)
     sequence_length: int = option(3, "questions per chain (mode=sequence)", ge=1,
                                   client_le=10)
+    selection: Literal["auto", "paper", "templates"] = option(
+        "auto", "which questions: the MedAgentGym paper's task ids, each instantiated on the "
+        "database in use (paper: test = its 581 MIMIC-III / 611 eICU / 996 TREQS ids, train = "
+        "its train ids less the valid share), or every EHRSQL/MIMICSQL template instantiated "
+        "per_template times and split by template (templates); auto: paper where its task "
+        "files are in the source, else templates")
+    valid_fraction: float = option(
+        0.15, "share of the train ids (paper) or train combinations (templates) carved out, "
+        "by a hash of seed and id, as the valid split", ge=0, lt=1)
+    max_answer_share: float = option(
+        0.0125, "no single value may be the whole answer of more than this share of a split "
+        "(constant answers earn at most about that); 1 keeps every id the database can "
+        "answer (the paper's full composition, where answering 0 or 1 scores more)",
+        gt=0, le=1)
     abstention: bool = option(
         False, "also pose EHRSQL's unanswerable questions (category 'unanswerable'; answering "
         "None scores 1); the paper's setting, the default, has answerable questions only")
@@ -165,7 +189,65 @@ class EhrSqlFamily(DatasetFamily):
         return {"dataset": self.name, "db": self.db.build_key, "mode": o.mode, "seed": o.seed,
                 "release": o.release, "per": o.per_template, "test": o.test_fraction,
                 "len": o.sequence_length, "imp": self.include_impossible,
-                "gold": _instances_version()}
+                "gold": _instances_version(), "sel": self.selection, "valid": o.valid_fraction,
+                "cap": o.max_answer_share}
+
+    @property
+    def selection(self) -> str:
+        """``paper`` or ``templates`` (see the ``selection`` option; ``auto`` resolved)."""
+        from medagentgym.tasks import ehrsql_instances as ei
+
+        sel = self.options.selection
+        if self.database_source == "official":
+            return "official"
+        if sel == "templates" or (sel == "auto" and self.mode == "sequence"):
+            return "templates"
+        has_paper = (self.mode == "single"
+                     and ei.paper_split_paths(self.source_dir(), self.db_id) is not None)
+        if sel == "paper" and not has_paper:
+            raise ConfigurationError(
+                f"{self.name}: selection='paper' needs MedAgentGym's task files "
+                f"(medagentgym_split/, mirror only) in the {self.spec.sources[0]!r} source"
+                + ("" if self.mode == "single" else ", and single questions (mode=single)")
+                + "; pull the source from a mirror (`medagentgym data pull "
+                f"{self.spec.sources[0]} --from DIR`) or use selection='templates'")
+        return "paper" if has_paper else "templates"
+
+    def build_report(self) -> dict[str, Any] | None:
+        """How the task set in use was built (its gold audit: ids of the paper's split left
+        out and why, tie-dependent candidates dropped, ...), from the last build or the task
+        cache's manifest; None for the official release's files."""
+        from medagentgym.data import home
+
+        if self.gold_audit is None:
+            manifest = home.read_manifest(self.cache_file()) or {}
+            self.gold_audit = manifest.get("gold_audit")
+        return self.gold_audit
+
+    def audit_summary(self, split: str) -> dict[str, Any] | None:
+        """The gold-audit counts that matter for ``split``, flat (for ``validate`` and
+        ``tasks list``)."""
+        audit = self.build_report()
+        if not audit:
+            return None
+        out: dict[str, Any] = {"selection": audit.get("selection", "templates")}
+        paper = (audit.get("paper_split") or {}).get(split)
+        if paper:
+            out["paper_ids"] = {
+                "ids": paper["ids"], "instantiated": paper["instantiated"],
+                "not_instantiated": paper["ids"] - paper["instantiated"],
+                **{f"not_instantiated_{k}": n for k, n in paper["not_instantiated"].items()},
+                "published_values_kept": paper["published_values"]}
+        # over the whole build (every split): candidates, not tasks, for the tie check
+        out["gold_audit"] = {
+            "tie_check": audit.get("tie_check"),
+            "ties_dropped": audit.get("dropped_tie", 0),
+            "ties_accepted_top_n": audit.get("top_n_gold_gt_n", 0),
+            "duplicate_row_golds_dedup_accepted": audit.get("duplicate_row_golds", 0),
+            "count_questions_dedup_refused": audit.get("count_questions", 0),
+            "answer_capped": audit.get("answer_capped", 0),
+        }
+        return out
 
     def cache_manifest(self) -> dict[str, Any]:
         return {"database": str(self.db.path),
@@ -188,12 +270,14 @@ class EhrSqlFamily(DatasetFamily):
         from medagentgym.tasks import ehrsql_instances as ei
 
         opts = self.options
-        if opts.database == "official":
+        selection = self.selection
+        if selection == "official":
             split_map = self._official_splits()
+        elif selection == "paper":
+            split_map = self._paper_splits()
         else:
             instances = self.questions.instances(self, self.source_dir())
-            split_map = ei.split_instances(instances, seed=opts.seed,
-                                           test_fraction=opts.test_fraction)
+            split_map = self._three_way(instances)
         records = []
         for split, items in split_map.items():
             if opts.mode == "sequence":
@@ -203,6 +287,37 @@ class EhrSqlFamily(DatasetFamily):
                 for inst in items:
                     records.append(self._single_record(inst, split))
         return records
+
+    def _three_way(self, instances: list[Any]) -> dict[str, list[Any]]:
+        """train / valid / test by template combination (:func:`split_instances`): test
+        first, then the valid share of the rest."""
+        from medagentgym.tasks import ehrsql_instances as ei
+
+        opts = self.options
+        parts = ei.split_instances(instances, seed=opts.seed, test_fraction=opts.test_fraction)
+        rest = ei.split_instances(parts["train"], seed=opts.seed + 1,
+                                  test_fraction=opts.valid_fraction)
+        return {"train": rest["train"], "valid": rest["test"], "test": parts["test"]}
+
+    def _paper_splits(self) -> dict[str, list[Any]]:
+        """The paper's ids instantiated on the database in use (plus, with ``abstention``,
+        the release's unanswerable questions split by template)."""
+        from medagentgym.tasks import ehrsql_instances as ei
+
+        opts = self.options
+        src = self.source_dir()
+        paper = ei.load_paper_split(src, self.db_id, seed=opts.seed,
+                                    valid_fraction=opts.valid_fraction)
+        split_map, report = ei.instantiate_paper_split(
+            paper, self.db.path, seed=opts.seed, now=NOW,
+            max_answer_share=opts.max_answer_share)
+        self.gold_audit = {"selection": "paper",
+                           **report.model_dump(exclude={"by_category", "db_path"})}
+        if self.include_impossible:
+            extra = self.questions.instances(self, src, impossible_only=True)
+            for split, items in self._three_way(extra).items():
+                split_map.setdefault(split, []).extend(items)
+        return split_map
 
     def _provenance(self, original_id: str | None = None) -> Provenance:
         source = self.questions.provenance
@@ -226,8 +341,10 @@ class EhrSqlFamily(DatasetFamily):
         task = Task(
             id=f"{self.name}-{inst.id}", dataset=self.name, category=inst.category, split=split,
             goal=inst.question, inputs=self._inputs(),
-            allowed_actions=self.allowed_actions, provenance=self._provenance(inst.template_id),
-            metadata={"template_id": inst.template_id, "is_impossible": inst.is_impossible},
+            allowed_actions=self.allowed_actions,
+            provenance=self._provenance(inst.source_id or inst.template_id),
+            metadata={"template_id": inst.template_id, "is_impossible": inst.is_impossible,
+                      **({"paper_id": inst.source_id} if inst.source_id else {})},
         )
         truth = GroundTruth(kind="sql_rows", value=inst.answer, solution=self._oracle(inst),
                             extra={"sql": inst.sql, "values": inst.values,

@@ -141,13 +141,16 @@ __all__ = [
     "INSTANCES_VERSION",
     "MAX_ANSWER_SHARE",
     "NORMAL_RANGES",
+    "PAPER_SPLIT_FILES",
     "TIE_CHECK_MAX_BYTES",
     "Instance",
     "InstantiationReport",
+    "PaperSplit",
     "Sequence",
     "Template",
     "asks_count",
     "build_sequences",
+    "carve_valid",
     "category_of",
     "constant_key",
     "display_value",
@@ -156,14 +159,17 @@ __all__ = [
     "fill_sql",
     "grading_spec",
     "instantiate",
+    "instantiate_paper_split",
     "instantiate_treqs",
     "instantiate_with_report",
     "is_yes_no",
     "load_ehrsql_items",
     "load_official",
+    "load_paper_split",
     "load_templates",
     "load_treqs",
     "normalize_sql",
+    "paper_split_paths",
     "reversed_copy",
     "rows_key",
     "split_instances",
@@ -2328,6 +2334,256 @@ def build_sequences(
             out.append(Sequence(id=sid, db_id=key[0], patient_id=key[1], sub_questions=chain))
     return out
 
+
+# =========================================================================== the paper's split
+
+#: MedAgentGym's task files (``medagentgym_split/``, questions only) by our split name: its
+#: "valid" files of MIMIC-III and eICU are the paper's test sets (581 / 611 ids)
+PAPER_SPLIT_FILES: dict[str, dict[str, str]] = {
+    "mimic_iii": {"train": "mimic_iii_train", "test": "mimic_iii_valid"},
+    "eicu": {"train": "eicu_train", "test": "eicu_valid"},
+    "treqs": {"train": "treqs_train", "test": "treqs_test"},
+}
+
+
+def paper_split_paths(source_dir: str | Path, db_id: str) -> dict[str, Path] | None:
+    """The MedAgentGym task files of ``db_id`` by split (``train``, ``test``), or None when
+    the source lacks any of them (they are in the mirror only)."""
+    names = PAPER_SPLIT_FILES.get(db_id)
+    if names is None:
+        return None
+    out: dict[str, Path] = {}
+    for split, stem in names.items():
+        base = Path(source_dir) / "medagentgym_split"
+        path = (_find_file(base / f"{stem}_tasks_noanswer.jsonl")
+                or _find_file(base / f"{stem}_tasks.jsonl"))
+        if path is None:
+            return None
+        out[split] = path
+    return out
+
+
+class PaperSplit(BaseModel):
+    """The paper's task ids by split, the templates they belong to and, for ids without a
+    template, why (:func:`load_paper_split`)."""
+
+    db_id: str
+    ids: dict[str, list[str]]
+    templates: list[Template]
+    problems: dict[str, str] = Field(default_factory=dict)
+
+
+def carve_valid(ids: _Seq[str], *, seed: int = 0, fraction: float = 0.1) -> tuple[list[str],
+                                                                                   list[str]]:
+    """``(train, valid)``: ``round(fraction * len(ids))`` ids chosen by a hash of ``seed``
+    and the id (independent of the database and of the other ids), order kept."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError("fraction must be in [0, 1)")
+    n_valid = round(fraction * len(ids))
+    chosen = set(sorted(ids, key=lambda i: _sha(seed, "valid", i))[:n_valid])
+    return [i for i in ids if i not in chosen], [i for i in ids if i in chosen]
+
+
+def load_paper_split(source_dir: str | Path, db_id: str, *, seed: int = 0,
+                     valid_fraction: float = 0.1) -> PaperSplit:
+    """The paper's ids (``test``; ``train`` less a ``valid`` share carved by
+    :func:`carve_valid`) with the templates of all of them together, so that one template's
+    instances are distinct across splits."""
+    paths = paper_split_paths(source_dir, db_id)
+    if paths is None:
+        raise FileNotFoundError(f"MedAgentGym task files of {db_id} not found under "
+                                f"{Path(source_dir) / 'medagentgym_split'}")
+    records = {split: _read_records(path) for split, path in paths.items()}
+    ids: dict[str, list[str]] = {}
+    for split, recs in records.items():
+        ids[split] = list(dict.fromkeys(str(r.get("id")) for r in recs
+                                        if not r.get("is_impossible")))
+    ids["train"], ids["valid"] = carve_valid(ids["train"], seed=seed, fraction=valid_fraction)
+    ids = {s: ids[s] for s in ("train", "valid", "test")}
+    problems: dict[str, str] = {}
+    if db_id == "treqs":
+        # MIMICSQL's own files add question wordings for ids whose question lost its value
+        templates = load_treqs(source_dir, medagentgym=tuple(PAPER_SPLIT_FILES["treqs"]))
+        covered = {i for t in templates for i in t.item_ids}
+        for recs in records.values():
+            for r in recs:
+                if str(r.get("id")) not in covered:
+                    problems[str(r.get("id"))] = "question_lacks_value"
+    else:
+        items = [r for recs in records.values() for r in recs if not r.get("is_impossible")]
+        templates = templates_from_items(items, db_id, include_impossible=False)
+        covered = {i for t in templates for i in t.item_ids}
+        for r in items:
+            if str(r.get("id")) not in covered:
+                problems[str(r.get("id"))] = (
+                    _templatize_ehrsql_item(r, db_id).problem or "no_question_skeleton")
+    return PaperSplit(db_id=db_id, ids=ids, templates=templates, problems=problems)
+
+
+def instantiate_paper_split(
+    paper: PaperSplit,
+    db_path: str | Path,
+    *,
+    seed: int = 0,
+    now: str = DEFAULT_NOW,
+    timeout_s: float = 5.0,
+    tie_check: bool = True,
+    max_answer_share: float | None = MAX_ANSWER_SHARE,
+) -> tuple[dict[str, list[Instance]], InstantiationReport]:
+    """One instance per paper id (``Instance.id`` = the id), on the database at ``db_path``.
+
+    An id keeps its published slot values and question when they give an answer there
+    (non-empty, tie-safe); otherwise its template is instantiated with values sampled from
+    the database (the id's own question wording, the values replaced). One template's
+    instances are distinct across all splits. Within each split no single value may be the
+    whole answer of more than ``max_answer_share`` of the ids (at least one): an id over the
+    cap gets another instance of its template, or is left out. Ids left out, with the
+    reason, are in ``report.paper_split`` (``no_template:<why>``, ``unknown_slot``,
+    ``no_candidate_rows``, ``no_instance`` — every candidate empty, failing or
+    tie-dependent —, ``too_few_distinct``, ``answer_cap``)."""
+    tpls = [t for t in paper.templates if not t.is_impossible]
+    db_id = paper.db_id
+    started = time.monotonic()
+    report = InstantiationReport(db_id=db_id, db_path=str(db_path))
+    where: dict[str, tuple[Template, int]] = {}
+    for t in tpls:
+        for j, iid in enumerate(t.item_ids):
+            where.setdefault(iid, (t, j))
+    missing: dict[str, str] = {}
+    members: dict[str, list[str]] = defaultdict(list)
+    for ids in paper.ids.values():
+        for iid in ids:
+            if iid in where:
+                members[where[iid][0].id].append(iid)
+            else:
+                missing[iid] = "no_template:" + paper.problems.get(iid, "unknown")
+    assigned: dict[str, Instance] = {}
+    published: set[str] = set()
+    spares: dict[str, list[Instance]] = {}
+    skipped: Counter = Counter()
+    unknown: Counter = Counter()
+    out: dict[str, list[Instance]] = {s: [] for s in paper.ids}
+    with _sampling(db_path, db_id, now, timeout_s, tie_check, report) as sampler:
+        for t in tpls:
+            ids = members.get(t.id)
+            if not ids:
+                continue
+            report.templates += 1
+            own = {i: t.item_values[where[i][1]] for i in ids}
+            preferred = list({json.dumps(v, sort_keys=True): v for v in own.values()}.values())
+            want = 2 * len(ids) + 2  # spares: replacements for ids over the answer cap
+            cap = 4 * want + 6
+            if db_id == "treqs":
+                made = _instantiate_treqs_template(t, sampler, seed, want, cap, timeout_s,
+                                                   report, preferred)
+            else:
+                bad = [s for s in t.slots if not sampler.known(s)]
+                if bad:
+                    unknown.update(bad)
+                    skipped["unknown_slot"] += 1
+                    missing.update(dict.fromkeys(ids, "unknown_slot"))
+                    continue
+                before = skipped["no_candidate_rows"]
+                made = _instantiate_template(t, sampler, seed, want, cap, now, timeout_s,
+                                             report, skipped, preferred)
+                if skipped["no_candidate_rows"] > before:
+                    missing.update(dict.fromkeys(ids, "no_candidate_rows"))
+                    continue
+            if not made:
+                missing.update(dict.fromkeys(ids, "no_instance"))
+                continue
+            report.templates_sampled += 1
+            pool = list(made)
+            picks: dict[str, Instance] = {}
+            for iid in ids:  # the published values first (unless trivial: a lone 0 or 1)
+                hit = next((m for m in pool if m.values == own[iid]
+                            and not (t.slots and _is_trivial(m.answer))), None)
+                if hit is not None:
+                    picks[iid] = hit
+                    published.add(iid)
+                    if t.slots:
+                        pool.remove(hit)
+            for iid in ids:
+                if iid in picks:
+                    continue
+                if not t.slots:  # one question: every id asks it in its own words
+                    picks[iid] = pool[0]
+                elif pool:
+                    picks[iid] = pool.pop(0)
+                else:
+                    missing[iid] = "too_few_distinct"
+            spares[t.id] = pool if t.slots else []
+            for iid, inst in picks.items():
+                assigned[iid] = _as_paper(inst, iid, t, where[iid][1])
+        for split, ids in paper.ids.items():
+            kept = {i: assigned[i] for i in ids if i in assigned}
+            if max_answer_share is not None:
+                _cap_paper(kept, spares, where, max_answer_share, seed, published, missing,
+                           report)
+            for iid in ids:
+                inst = kept.get(iid)
+                if inst is not None:
+                    inst.grading = grading_spec(inst.sql, inst.question, inst.answer,
+                                                sampler.conn, timeout_s)
+                    out[split].append(inst)
+    report.templates_instantiated = len({i.template_id for v in out.values() for i in v})
+    report.unknown_slots = dict(unknown)
+    report.skipped = dict(skipped)
+    for split, ids in paper.ids.items():
+        gone = {i: missing[i] for i in ids if i in missing}
+        report.paper_split[split] = {
+            "ids": len(ids),
+            "instantiated": len(out[split]),
+            "published_values": sum(1 for i in out[split] if i.id in published),
+            "not_instantiated": dict(Counter(r.split(":")[0] if r.startswith("no_template")
+                                             else r for r in gone.values()).most_common()),
+            "missing_ids": gone,
+        }
+    _summarize(report, [i for v in out.values() for i in v], started)
+    return out, report
+
+
+def _as_paper(inst: Instance, iid: str, tpl: Template, j: int) -> Instance:
+    """``inst`` as the paper's task ``iid``: its id, and the id's own question wording."""
+    skeleton = tpl.item_questions[j] if j < len(tpl.item_questions) else ""
+    question = fill_question(skeleton, inst.values) if skeleton else inst.question
+    copy = inst.model_copy(deep=True, update={"id": iid, "question": question,
+                                              "source_id": iid})
+    copy.grading = {"count": asks_count(copy.sql, copy.question)}
+    return copy
+
+
+def _cap_paper(kept: dict[str, Instance], spares: dict[str, list[Instance]],
+               where: dict[str, tuple[Template, int]], share: float, seed: int,
+               published: set[str], missing: dict[str, str],
+               report: InstantiationReport) -> None:
+    """No single value answers more than ``share`` of ``kept`` (at least one id): an id over
+    it gets a spare instance of its template whose answer is under the cap, or is dropped."""
+    limit = max(1, int(min(max(share, 0.0), 1.0) * len(kept)))
+    counts: Counter = Counter()
+    for iid in sorted(kept, key=lambda i: (i not in published, _sha(seed, "cap", i))):
+        key = constant_key(kept[iid])
+        if key is None or counts[key] < limit:
+            if key is not None:
+                counts[key] += 1
+            continue
+        tpl, j = where[iid]
+        pool = spares.get(tpl.id, [])
+        for k, spare in enumerate(pool):
+            cand = _as_paper(spare, iid, tpl, j)
+            ck = constant_key(cand)
+            if ck is None or counts[ck] < limit:
+                del pool[k]
+                kept[iid] = cand
+                published.discard(iid)
+                if ck is not None:
+                    counts[ck] += 1
+                break
+        else:
+            del kept[iid]
+            missing[iid] = "answer_cap"
+            report.answer_capped += 1
+            report.answer_capped_values[key] = report.answer_capped_values.get(key, 0) + 1
 
 # =========================================================================== official tasks
 

@@ -112,21 +112,22 @@ def clear_cache() -> None:
 # --------------------------------------------------------------------------- built-ins
 
 _EHR = "medagentgym.tasks.ehr_sql:EhrSqlFamily"
+_EHR_SPLITS = ("train", "valid", "test")  # valid: carved from train (docs/datasets.md)
 
 for _spec in (
     DatasetSpec("mimic_iii", _EHR, "EHRSQL questions answered with code over MIMIC-III",
                 "EHR database QA", licence="CC BY 4.0 (questions)", sources=("ehrsql",),
-                databases=("mimic_iii",)),
+                databases=("mimic_iii",), splits=_EHR_SPLITS),
     DatasetSpec("eicu", _EHR, "EHRSQL questions answered with code over eICU",
                 "EHR database QA", licence="CC BY 4.0 (questions)", sources=("ehrsql",),
-                databases=("eicu",)),
+                databases=("eicu",), splits=_EHR_SPLITS),
     DatasetSpec("treqs", _EHR, "MIMICSQL (TREQS) questions over the 5-table MIMIC schema",
                 "EHR database QA", licence="MIT (questions)", sources=("treqs",),
-                databases=("treqs",)),
+                databases=("treqs",), splits=_EHR_SPLITS),
     DatasetSpec("ehr_seqsql", _EHR, "Chains of related EHRSQL questions about one patient",
                 "EHR database QA (sequential)", options={"mode": "sequence"},
                 in_distribution=False, licence="CC BY 4.0 (questions)", sources=("ehrsql",),
-                databases=("mimic_iii",)),
+                databases=("mimic_iii",), splits=_EHR_SPLITS),
 ):
     register(_spec)
 
