@@ -174,13 +174,11 @@ def rollout(
                                  "a comma-separated list of numbers") from None
     agent_settings = AgentSettings.model_validate(
         {**(file_data.get("agent", {}) or {}), **({"use_tools": tools} if tools is not None else {})})
-    if preflight:
-        _preflight(model_cfg, debug_cfg, quiet=quiet)
 
     store = TrajectoryStore(s["out"])
     with store.locked("rollout"):
         _rollout_locked(s, store, model_cfg, debug_cfg, agent_settings, schedule,
-                        resume=resume, quiet=quiet, as_json=as_json)
+                        resume=resume, quiet=quiet, as_json=as_json, preflight=preflight)
 
 
 def _preflight(model_cfg: Any, debug_cfg: Any, *, quiet: bool) -> None:
@@ -199,7 +197,7 @@ def _preflight(model_cfg: Any, debug_cfg: Any, *, quiet: bool) -> None:
 
 def _rollout_locked(s: dict[str, Any], store: Any, model_cfg: Any, debug_cfg: Any,
                     agent_settings: Any, schedule: Any, *, resume: bool, quiet: bool,
-                    as_json: bool) -> None:
+                    as_json: bool, preflight: bool) -> None:
     from medagentgym.tasks.registry import load_tasks
 
     # only what the user set: a family without a database takes no `database`
@@ -215,7 +213,9 @@ def _rollout_locked(s: dict[str, Any], store: Any, model_cfg: Any, debug_cfg: An
         "seed": s["seed"], "model": model_cfg.public_dump(),
         "debugger": debug_cfg.public_dump() if debug_cfg else None,
         "agent_settings": agent_settings.model_dump(), "backend": s["backend"]}
-    run_info = _run_info(store, settings, resume)
+    run_info = _run_info(store, settings, resume)  # local refusals first, then the network
+    if preflight:
+        _preflight(model_cfg, debug_cfg, quiet=quiet)
     tasks = load_tasks(s["dataset"], s["split"], **family_options)
     if s["limit"]:
         tasks = tasks[: int(s["limit"])]
