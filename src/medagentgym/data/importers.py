@@ -2044,7 +2044,8 @@ def _count_jsonl(path: Path, require_answer: bool = False) -> int:
                 ) from None
             n += 1
             if require_answer and (not isinstance(rec, dict) or (
-                rec.get("answer") is None and not rec.get("is_impossible")
+                rec.get("answer") is None and rec.get("ans") is None  # ans: EHR-SeqSQL
+                and not rec.get("is_impossible")
             )):
                 missing += 1
     if missing:

@@ -280,7 +280,8 @@ class EhrSqlFamily(DatasetFamily):
             split_map = self._three_way(instances)
         records = []
         for split, items in split_map.items():
-            if opts.mode == "sequence":
+            # the release's EHR-SeqSQL records are whole tasks (seed + follow-up question)
+            if opts.mode == "sequence" and selection != "official":
                 for seq in ei.build_sequences(items, seed=opts.seed, length=opts.sequence_length):
                     records.append(self._sequence_record(seq, split))
             else:

@@ -180,7 +180,7 @@ __all__ = [
 
 DEFAULT_NOW = "2105-12-31 23:59:00"
 #: bumped whenever the instances built from the same inputs change (task caches key on it)
-INSTANCES_VERSION = 2
+INSTANCES_VERSION = 3
 _TFMT = "%Y-%m-%d %H:%M:%S"
 
 # Normal ranges of vital signs used by EHRSQL's "has the <vital> been normal" questions
@@ -2610,6 +2610,8 @@ def load_official(
     out: list[Instance] = []
     missing = total = 0
     for rec in _read_records(Path(path)):
+        if "seed_question" in rec:  # EHR-SeqSQL: a follow-up question after its seed
+            rec = _seqsql_record(rec)
         impossible = bool(rec.get("is_impossible", False))
         if impossible and not include_impossible:
             continue
@@ -2643,7 +2645,8 @@ def load_official(
             Instance(
                 id=str(rec.get("id") or _sha(db_id, rec.get("question"))[:16]),
                 db_id=db_id,
-                category=category_of(query, db_id) if query else "unanswerable",
+                category=(category_of(query, db_id) if query
+                          else rec.get("category") or "unanswerable"),
                 template_id=tid,
                 question=question,
                 sql=sql,
@@ -2661,3 +2664,20 @@ def load_official(
             f"grades against stored answers, so it needs the release's task files with answers"
         )
     return out
+
+
+def _seqsql_record(rec: dict) -> dict:
+    """A record of MedAgentGym's EHR-SeqSQL task files (``seed_question``, ``question``,
+    ``ans``: the answer of the follow-up, a list of values or rows) in the shape of the
+    other EHR task files: one question (the seed, then the follow-up), answer as rows."""
+    ans = rec.get("ans")
+    rows = None
+    if isinstance(ans, list):
+        rows = [list(r) if isinstance(r, list | tuple) else [r] for r in ans]
+    elif ans is not None:
+        rows = [[ans]]
+    question = " ".join(str(rec.get(k) or "").strip() for k in ("seed_question", "question"))
+    return {**rec, "db_id": rec.get("db_id") or "mimic_iii", "question": question.strip(),
+            "answer": rows, "query": rec.get("query") or "", "category": "sequential",
+            "is_impossible": bool(rec.get("is_impossible", False))}
+
