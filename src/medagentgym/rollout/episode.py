@@ -60,6 +60,8 @@ async def run_episode(env: AsyncMedAgentEnv, agent: Agent, task: Task, *, sample
                       split=task.split, sample_index=sample_index, agent=agent.name,
                       model=agent.model, protocol=env.protocol, goal=task.goal,
                       metadata=dict(metadata or {}))
+    if getattr(env.family, "score_kind", "binary") == "continuous":
+        traj.metadata.setdefault("score_kind", "continuous")  # eval: mean score is a metric
     in_agent = False
     timer = asyncio.timeout(time_limit or None)
     try:
