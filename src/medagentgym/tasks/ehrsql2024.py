@@ -50,7 +50,7 @@ from medagentgym.types import Grade, GroundTruth, Provenance, Task
 
 NOW = "2100-12-31 23:59:00"
 #: bumped when the items built from the same inputs change (task caches key on it)
-ITEMS_VERSION = 1
+ITEMS_VERSION = 2
 MAX_ANSWER_SHARE = 0.0125
 #: the release's splits -> ours
 SPLITS = {"train": "train", "valid": "valid", "test": "test"}
@@ -285,22 +285,30 @@ def _template_id(it: Item) -> str:
 
 def _cap(instances: list[Any], share: float, seed: int, report: BuildReport) -> list[Any]:
     """Leave out items so that no single answer value is the whole answer of more than
-    ``share`` of the answerable items (by a hash of ``seed`` and the id)."""
+    ``share`` of the answerable items that remain (by a hash of ``seed`` and the id)."""
     from medagentgym.tasks import ehrsql_instances as ei
 
-    answerable = [i for i in instances if not i.is_impossible]
-    limit = max(1, int(share * len(answerable)))
     by_value: dict[str, list[Any]] = {}
-    for inst in answerable:
-        key = ei.constant_key(inst)
+    for inst in instances:
+        key = None if inst.is_impossible else ei.constant_key(inst)
         if key is not None:
             by_value.setdefault(key, []).append(inst)
+    for group in by_value.values():
+        group.sort(key=lambda i: hashlib.sha1(f"{seed}:{i.id}".encode()).hexdigest())
+    n = sum(not i.is_impossible for i in instances)
+    keep = {key: len(group) for key, group in by_value.items()}
+    while True:  # the limit is a share of what remains, so shrink to a fixed point
+        remaining = n - sum(len(g) - keep[k] for k, g in by_value.items())
+        limit = max(1, int(share * remaining))
+        new = {k: min(len(g), limit) for k, g in by_value.items()}
+        if new == keep:
+            break
+        keep = new
     drop: set[str] = set()
     for key, group in by_value.items():
-        if len(group) > limit:
-            group.sort(key=lambda i: hashlib.sha1(f"{seed}:{i.id}".encode()).hexdigest())
-            drop.update(i.id for i in group[limit:])
-            report.answer_capped_values[key] = len(group) - limit
+        if len(group) > keep[key]:
+            drop.update(i.id for i in group[keep[key]:])
+            report.answer_capped_values[key] = len(group) - keep[key]
     return [i for i in instances if i.id not in drop]
 
 
