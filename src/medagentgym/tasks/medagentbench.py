@@ -74,8 +74,8 @@ class MedAgentBenchOptions(DatasetOptions):
         "'none': 1}} (mg: none/normal/mild/moderate/severe; glucose: present/absent; k: "
         "low/normal; a1c: fresh/stale/missing; lookup: found/missing); a dimension given "
         "lists the branches wanted (the others weigh 0); default: all equal")
-    task_types: tuple[int, ...] = option(
-        tuple(range(1, 11)), "task types (1-10) of generated tasks")
+    task_types: list[int] = option(
+        list(range(1, 11)), "task types (1-10) of generated tasks")
     fhir_url: str | None = option(
         None, f"a HAPI FHIR server to read from (default: ${FHIR_URL_ENV}); GETs are forwarded, "
         "writes stay in the episode's overlay", scope="host")
@@ -91,10 +91,10 @@ class MedAgentBenchOptions(DatasetOptions):
 
     @field_validator("task_types")
     @classmethod
-    def _check_types(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or any(t not in range(1, 11) for t in v):
+    def _check_types(cls, v: list[int]) -> list[int]:
+        if not v or len(v) > 10 or any(t not in range(1, 11) for t in v):
             raise ValueError("task types are 1..10 (at least one)")
-        return tuple(sorted(set(v)))
+        return sorted(set(v))
 
     @field_validator("fhir_url")
     @classmethod
