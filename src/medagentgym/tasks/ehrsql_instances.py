@@ -180,7 +180,7 @@ __all__ = [
 
 DEFAULT_NOW = "2105-12-31 23:59:00"
 #: bumped whenever the instances built from the same inputs change (task caches key on it)
-INSTANCES_VERSION = 3
+INSTANCES_VERSION = 4
 _TFMT = "%Y-%m-%d %H:%M:%S"
 
 # Normal ranges of vital signs used by EHRSQL's "has the <vital> been normal" questions
@@ -2496,6 +2496,9 @@ def instantiate_paper_split(
             pool = list(made)
             picks: dict[str, Instance] = {}
             for iid in ids:  # the published values first (unless trivial: a lone 0 or 1)
+                j = where[iid][1]
+                if j >= len(t.item_questions) or not t.item_questions[j]:
+                    continue  # the id's own SQL or question does not fit the template
                 hit = next((m for m in pool if m.values == own[iid]
                             and not (t.slots and _is_trivial(m.answer))), None)
                 if hit is not None:
