@@ -84,6 +84,7 @@ def show(
     second: str | None = typer.Argument(None, hidden=True),
     dataset_opt: str | None = typer.Option(None, "--dataset", "-d", help="dataset name"),
     split: str = typer.Option("test"),
+    database: str | None = typer.Option(None, help=_DATABASE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One task as the agent sees it (system prompt and goal). The answer is not shown."""
@@ -99,11 +100,12 @@ def show(
         dataset, task_id = _dataset(None, dataset_opt), first
     else:
         dataset, task_id = _dataset(first, dataset_opt), second
-    tasks = {t.id: t for t in load_tasks(dataset, split)}
+    options = {} if database is None else {"database": database}
+    tasks = {t.id: t for t in load_tasks(dataset, split, **options)}
     if task_id not in tasks:
         raise ConfigurationError(f"no task {task_id!r} in {dataset}/{split}; see `medagentgym tasks list {dataset}`")
     task = tasks[task_id]
-    fam = get_family(dataset)
+    fam = get_family(dataset, **options)
     prompt = system_prompt(fam.instructions(task), task.allowed_actions, "paper", 15)
     if as_json:
         typer.echo(json.dumps({"task": task.model_dump(), "system_prompt": prompt}, indent=2))
