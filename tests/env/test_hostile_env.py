@@ -15,7 +15,14 @@ import time
 from typing import Any
 
 import pytest
-from tests.graders.hostile import HOSTILE, ProbeAnswer, hostile, synthetic_tasks
+from tests.graders.hostile import (
+    HOSTILE,
+    FileAnswer,
+    ProbeAnswer,
+    StandInFiles,
+    hostile,
+    synthetic_tasks,
+)
 
 from medagentgym.agents.base import Agent
 from medagentgym.env import env as env_module
@@ -103,9 +110,13 @@ class FakeSandbox:
     async def run(self, argv: Any, *, timeout: float = 30.0) -> ExecResult:
         return self.result
 
+    async def read_file(self, path: str, *, max_bytes: int = 1024**2) -> bytes:
+        """Files graders read: a FileAnswer's, else the stored (hostile) value as content."""
+        return await StandInFiles(self.value).read_file(path, max_bytes=max_bytes)
+
     def answer(self, value: Any) -> None:
         self.value = value
-        if isinstance(value, ProbeAnswer):  # probe values only, no `answer`
+        if isinstance(value, ProbeAnswer | FileAnswer):  # no `answer`: probes or files
             self.result = ExecResult(status="ok")
             return
         self.result = ExecResult(status="ok", answer=value, answer_type=type(value).__name__)

@@ -195,6 +195,81 @@ def _medagentbench(dataset: str, family: Any) -> list[tuple[Task, int, Any]]:
     return out
 
 
+@dataclass(frozen=True)
+class FileAnswer:
+    """Files the agent left in /workspace, by path: a gold for families graded from files."""
+
+    files: dict[str, bytes]
+
+
+def _perfect_predictions(truth: dict[str, Any]) -> bytes:
+    """A predictions.csv that ranks every test row by its true label (ML families)."""
+    cols, kind = truth["columns"], truth["kind"]
+    lines = ["key," + ",".join(cols)]
+    for key, y in zip(truth["test_keys"], truth["test_y"], strict=True):
+        if kind == "binary":
+            row = [float(y)]
+        elif kind == "multiclass":
+            row = [float(y == j) for j in range(len(cols))]
+        else:
+            row = [float(v) for v in y]
+        lines.append(key + "," + ",".join(str(v) for v in row))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def file_gold(family: Any, task: Task) -> FileAnswer | None:
+    """The files a correct agent leaves on a real task (None: not a file family)."""
+    if type(family).__name__ == "MlEhrFamily":
+        return FileAnswer({"predictions.csv": _perfect_predictions(task.truth.value)})
+    return None
+
+
+def as_file_bytes(value: Any) -> bytes | None:
+    """A hostile value written as a file's content (None: no file)."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    try:
+        text = value if isinstance(value, str) else repr(value)
+        return text[:4_000_000].encode("utf-8", "surrogatepass")
+    except (RecursionError, ValueError, MemoryError):
+        return None
+
+
+class StandInFiles:
+    """The sandbox's files as a grader reads them: a :class:`FileAnswer`'s, else the
+    (hostile) value itself as the content of every file."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    async def read_file(self, path: str, *, max_bytes: int = 1024**2) -> bytes:
+        from medagentgym.sandbox.base import SandboxFileError
+
+        if isinstance(self.value, FileAnswer):
+            data = self.value.files.get(path)
+        else:
+            data = as_file_bytes(self.value)
+        if data is None:
+            raise SandboxFileError(f"{path}: no such file")
+        if len(data) > max_bytes:
+            raise SandboxFileError(f"{path} is larger than {max_bytes} bytes")
+        return data
+
+
+def _mlehr(dataset: str, family: Any) -> list[tuple[Task, int, Any]]:
+    keys, y = ["k0", "k1", "k2", "k3", "k4", "k5"], [0, 1, 0, 1, 1, 0]
+    truth_value = {"kind": "binary", "columns": ["p"], "outputs": ["p"], "test_keys": keys,
+                   "val_keys": keys, "test_y": y, "val_y": y,
+                   "n": {"train": 10, "val": 6, "test": 6}, "ref_auroc": 0.9,
+                   "epsilon": 0.05, "chance_margin": 0.2, "threshold": 0.85,
+                   "best_auroc": None, "best_note": "", "loose": False}
+    truth = GroundTruth(kind="workspace_file", value=truth_value, solution="")
+    gold = FileAnswer({"predictions.csv": _perfect_predictions(truth_value)})
+    return [(_task(dataset, 0, truth, kind="binary", columns=["p"]), 0, gold)]
+
+
 class NoWrites:
     """Stands in for a family service whose state graders read: nothing was written."""
 
@@ -209,7 +284,8 @@ def stand_in_services(family: Any) -> dict[str, Any]:
 
 
 BUILDERS = {"EhrSqlFamily": _ehr, "MedCalcFamily": _medcalc, "NPowerFamily": _npower,
-            "BioCoderFamily": _biocoder, "MedAgentBenchFamily": _medagentbench}
+            "BioCoderFamily": _biocoder, "MedAgentBenchFamily": _medagentbench,
+            "MlEhrFamily": _mlehr}
 
 
 def synthetic_tasks(dataset: str) -> list[tuple[Task, int, Any]]:

@@ -11,6 +11,8 @@ import pytest
 from tests.graders.hostile import (
     HOSTILE,
     ProbeAnswer,
+    StandInFiles,
+    file_gold,
     hostile,
     probe_gold,
     stand_in_services,
@@ -26,7 +28,8 @@ DATASETS = registry.list_datasets()
 LEGITIMATE_ON_REAL = {"bool_true", "bool_false", "bool_list", "nan", "nan_in_list"}
 REAL_OPTIONS = {"npowerai": {"source": "synthetic", "train_size": 12, "test_size": 12},
                 "medcalcbench": {}, "biocoder": {},
-                "medagentbench": {}}  # no database: no `database` option
+                "medagentbench": {}, "ehrshot": {},
+                "mimic_extract": {}}  # no database: no `database` option
 
 
 def grade_via_contract(family, task, value, stage=0) -> Grade:
@@ -37,7 +40,8 @@ def grade_via_contract(family, task, value, stage=0) -> Grade:
 
     ctx = GradeContext(task=task, stage=stage, answer=value, has_answer=True,
                        result=_probe_result(family, task, value, stage),
-                       sandbox=SandboxView(None), services=stand_in_services(family))
+                       sandbox=SandboxView(StandInFiles(value)),  # type: ignore[arg-type]
+                       services=stand_in_services(family))
     return asyncio.run(family.grade(ctx))
 
 
@@ -119,6 +123,8 @@ def _gold(task, stage: int, family=None):
     truth = task.truth
     if family is not None and (probed := probe_gold(family, task, stage)) is not None:
         return probed
+    if family is not None and (files := file_gold(family, task)) is not None:
+        return files
     value = truth.value[stage] if truth.kind == "sequence" else truth.value
     if truth.kind == "service_state" and isinstance(value, dict) and "answer" in value:
         return value["answer"]  # an answer-only service task: the answer is in the case
