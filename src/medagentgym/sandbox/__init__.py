@@ -6,7 +6,8 @@
 ...     r.status, r.answer
 ('ok', 2)
 
-Providers: ``bwrap`` (namespaces + unprivileged uid; the default on Linux) and ``local``
+Providers: ``bwrap`` (namespaces + unprivileged uid; the default on Linux), ``docker`` and
+``podman`` (the same worker in a container; :mod:`medagentgym.sandbox.docker`) and ``local``
 (a plain subprocess; no isolation, warns). Choose with the ``provider`` argument, the
 ``MEDAGENTGYM_SANDBOX`` environment variable or ``[sandbox] provider`` in the config file;
 ``auto`` probes once and picks ``bwrap``; where bubblewrap cannot run it refuses with a
@@ -60,6 +61,11 @@ _REGISTRY: dict[str, ProviderEntry] = {
     "bwrap": ProviderEntry("medagentgym.sandbox.bwrap:BwrapSandbox",
                            "medagentgym.sandbox.bwrap:probe_bwrap"),
     "local": ProviderEntry("medagentgym.sandbox.local:LocalSandbox", None, isolates=False),
+    # containers (medagentgym.sandbox.docker): chosen by name, never by `auto`
+    "docker": ProviderEntry("medagentgym.sandbox.docker:DockerSandbox",
+                            "medagentgym.sandbox.docker:probe_docker"),
+    "podman": ProviderEntry("medagentgym.sandbox.docker:PodmanSandbox",
+                            "medagentgym.sandbox.docker:probe_podman"),
 }
 PROVIDERS = tuple(_REGISTRY)
 
