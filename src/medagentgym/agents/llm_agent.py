@@ -172,6 +172,16 @@ class LLMAgent(Agent):
                 "messages": copy.deepcopy(self.messages)}
 
     # -- conversation ---------------------------------------------------------------------
+    def _loop_advice(self) -> str:
+        """What to try instead of repeating, fitting the actions the task offers."""
+        if "request_info" in self._allowed:
+            return ("read the error, look up the names of tables, columns and values with "
+                    "request_info, or change the code.")
+        if "terminal" in self._allowed:
+            return ("read the error, print the inputs your code relies on (or list the files "
+                    "with terminal), or change the code.")
+        return "read the error, print the inputs your code relies on, or change the code."
+
     def _add_observation(self, observation: str, *, notes: bool = True) -> None:
         text = observation
         if notes:
@@ -179,7 +189,7 @@ class LLMAgent(Agent):
             self._notes.clear()
             run = self._repeat_run()
             if self.settings.loop_hint and run >= self.settings.loop_threshold:
-                extra.append(render("loop_hint.md", count=run))
+                extra.append(render("loop_hint.md", count=run, advice=self._loop_advice()))
                 self.counters["loop_hints"] += 1
             if extra:
                 text = text.rstrip() + "\n\n" + "\n".join(extra)

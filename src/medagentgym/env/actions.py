@@ -34,7 +34,7 @@ _OBJECT_START = re.compile(r"\{\s*[\"}]")
 
 FORMAT_HINT = (
     'Reply with exactly one JSON object: {"action": "<name>", "params": {...}}, for example '
-    '{"action": "validate_code", "params": {"code": "answer = 1"}}.'
+    '{"action": "validate_code", "params": {"code": "import pandas as pd\\nprint(pd.__version__)"}}.'
 )
 
 

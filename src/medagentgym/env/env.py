@@ -30,10 +30,11 @@ import gymnasium as gym
 from gymnasium import spaces
 
 from medagentgym.env.actions import CustomAction, parse_action
+from medagentgym.env.prompts import STYLES as PROMPT_STYLES
 from medagentgym.env.prompts import system_prompt
 from medagentgym.errors import AgentError, ConfigurationError, GraderError
 from medagentgym.sandbox import create_sandbox
-from medagentgym.sandbox.base import ExecResult, WorkerSandbox
+from medagentgym.sandbox.base import ExecResult, WorkerSandbox, resolve_preload
 from medagentgym.tasks.contract import Episode, GradeContext, SandboxView, Service
 from medagentgym.tasks.registry import get_family, get_spec
 from medagentgym.types import Grade, StepRecord, Task
@@ -68,10 +69,15 @@ class AsyncMedAgentEnv:
         code_timeout: float = 120.0,
         terminal_timeout: float = 60.0,
         show_verdict: bool = True,
+        prompt_style: str = "paper",
         **family_options: Any,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ConfigurationError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
+        if prompt_style not in PROMPT_STYLES:
+            raise ConfigurationError(f"unknown prompt style {prompt_style!r}; choose one of "
+                                     f"{', '.join(PROMPT_STYLES)}")
+        self.prompt_style = prompt_style
         self.spec = get_spec(dataset)
         self.family = get_family(self.spec.name, **family_options)
         self.split = split
@@ -150,8 +156,11 @@ class AsyncMedAgentEnv:
         await self.family.setup(self._episode)
         described = {name: _describe(name, handler)
                      for name, handler in self._extra_actions.items()}
-        self.system_prompt = system_prompt(self.family.instructions(task), self.allowed_actions,
-                                           self.protocol, self.max_turns, described)
+        self.system_prompt = system_prompt(
+            self.family.instructions(task), self.allowed_actions, self.protocol,
+            self.max_turns, described, style=self.prompt_style,
+            preload=resolve_preload(self.family.preload), needs_answer=self.family.needs_answer,
+            example_code=self.family.example_code(task))
         obs = self._goal_text(0)
         return obs, self._info(system_prompt=self.system_prompt)
 

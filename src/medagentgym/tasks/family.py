@@ -168,6 +168,19 @@ class TaskFamily(abc.ABC):
     def instructions(self, task: Task) -> str:
         """The task-specific part of the system prompt (data layout, answer contract)."""
 
+    def example_code(self, task: Task) -> str | None:
+        """The code of the worked example turn shown in the system prompt: it must show the
+        format (imports, printing, the answer contract) and never this task's answer.
+        None: no example."""
+        if self.needs_answer:
+            return ("import pandas as pd\n"
+                    "df = pd.DataFrame({'heart_rate': [72, 88, 95]})\n"
+                    "print(df.describe())\n"
+                    "answer = float(df['heart_rate'].mean())")
+        return ("def gc_fraction(seq):\n"
+                "    return (seq.count('G') + seq.count('C')) / len(seq)\n"
+                "print(gc_fraction('ACGT'))")
+
     def stages(self, task: Task) -> list[str]:
         """Goals shown one after another in an episode (one for most families)."""
         return [task.goal]
