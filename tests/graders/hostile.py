@@ -283,9 +283,16 @@ def stand_in_services(family: Any) -> dict[str, Any]:
     return {}
 
 
+def _ehrcon(dataset: str, family: Any) -> list[tuple[Task, int, Any]]:
+    """EHRCon: the answer is {"inconsistent": bool, "n_fields": int}, graded on the flag."""
+    golds = ({"inconsistent": True, "n_fields": 2}, {"inconsistent": False, "n_fields": 0})
+    return [(_task(dataset, i, GroundTruth(kind="consistency", value=gold)), 0, gold)
+            for i, gold in enumerate(golds)]
+
+
 BUILDERS = {"EhrSqlFamily": _ehr, "MedCalcFamily": _medcalc, "NPowerFamily": _npower,
             "BioCoderFamily": _biocoder, "MedAgentBenchFamily": _medagentbench,
-            "MlEhrFamily": _mlehr}
+            "MlEhrFamily": _mlehr, "EhrConFamily": _ehrcon}
 
 
 def synthetic_tasks(dataset: str) -> list[tuple[Task, int, Any]]:
