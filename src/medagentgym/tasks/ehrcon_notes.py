@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 CATEGORIES = ("numeric", "string", "existence")
 #: share of each category in a split (labels are balanced within each)
 CATEGORY_SHARE = {"numeric": 0.4, "string": 0.25, "existence": 0.35}
