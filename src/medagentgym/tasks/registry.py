@@ -197,3 +197,11 @@ register(DatasetSpec(
     "EHR database QA", in_distribution=False,
     licence="CC BY 4.0 (questions and answers); ODbL (MIMIC-IV demo)",
     sources=("ehrsql2024",), databases=("mimic_iv",), splits=("train", "valid", "test")))
+
+# --- BioDSBench: cBioPortal analyses graded by probes of the published asserts (issue 14) ---
+register(DatasetSpec(
+    "biodsbench", "medagentgym.tasks.biodsbench:BioDSBenchFamily",
+    "BioDSBench: analyse cBioPortal study tables; the published asserts become probes "
+    "(synthetic tables per episode, or your real studies)",
+    "Biomedical data analysis", licence="MIT (tasks); studies: cBioPortal (ODbL)",
+    sources=("biodsbench",)))
