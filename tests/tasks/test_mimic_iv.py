@@ -128,3 +128,18 @@ def test_imported_gold_is_the_authors_answer(home):
                     isinstance(v, float) for r in t.truth.value for v in r):
                 assert fam.grade_value(t, published).score == 1.0, (t.id, published)
     assert "chartevents" in str(fam.build_report or "chartevents")
+
+
+def test_release_without_answers_is_refused(tmp_path):
+    from medagentgym.errors import ConfigurationError
+    from medagentgym.tasks.ehrsql2024 import load_release
+
+    for split in ("train", "valid", "test"):
+        d = tmp_path / "mimic_iv" / split
+        d.mkdir(parents=True)
+        for name in ("data", "label"):
+            (d / f"{name}.json.gz").symlink_to(RELEASE / "mimic_iv" / split / f"{name}.json.gz")
+    with pytest.raises(ConfigurationError, match=r"no answer\.json"):
+        load_release(tmp_path)
+    with pytest.raises(ConfigurationError, match=r"lacks data\.json"):
+        load_release(tmp_path / "nowhere")
