@@ -606,3 +606,25 @@ def degenerate(truth: dict[str, Any]) -> str | None:
 
 def _jsonable(y: np.ndarray) -> list[Any]:
     return np.asarray(y).astype(int).tolist()
+
+
+def summary_table(home: Path | None = None) -> str:
+    """The per-task numbers of both datasets as a markdown table (docs/datasets.md)."""
+    from medagentgym.tasks import registry
+
+    opts = {"home": home} if home is not None else {}
+    rows = ["| dataset | split | task | kind | n train/val/test | best AUROC | ref AUROC | eps "
+            "| chance band | correct from |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for ds in ("ehrshot", "mimic_extract"):
+        for split in registry.get_spec(ds).splits:
+            if split == "train":
+                continue
+            for t in registry.load_tasks(ds, split, **opts):
+                v = t.truth.value
+                best = f"{v['best_auroc']:.3f}" if v.get("best_auroc") else "–"
+                n = v["n"]
+                rows.append(f"| {ds} | {split} | {t.metadata['problem']} | {v['kind']} | "
+                            f"{n['train']}/{n['val']}/{n['test']} | {best} | "
+                            f"{v['ref_auroc']:.3f} | {v['epsilon']:.3f} | "
+                            f"{v['chance_margin']:.3f} | {v['threshold']:.3f} |")
+    return "\n".join(rows)
