@@ -62,8 +62,8 @@ def _truth(inconsistent: bool, n: int) -> GroundTruth:
 
 def test_sizes_balance_categories_and_patient_split(splits):
     sizes = {s: len(v) for s, v in splits.items()}
-    # the paper's 3,229 / 976 where the records allow (the synthetic database nearly does)
-    assert 3150 <= sizes["train"] <= 3229 and 950 <= sizes["test"] <= 976, sizes
+    # the paper's 3,229 / 976 (the records of the 100-patient synthetic database allow it)
+    assert sizes == {"train": 3229, "test": 976}
     for split, tasks in splits.items():
         share = sum(t.truth.value["inconsistent"] for t in tasks) / len(tasks)
         assert abs(share - 0.5) <= 0.02, (split, share)

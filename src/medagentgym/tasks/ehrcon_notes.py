@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 CATEGORIES = ("numeric", "string", "existence")
 #: share of each category in a split (labels are balanced within each)
 CATEGORY_SHARE = {"numeric": 0.4, "string": 0.25, "existence": 0.35}
@@ -178,7 +178,20 @@ class Records:
     dates: dict[int, list[str]] = field(default_factory=dict)  # every record date, per hadm
     kind_dates: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     dx_titles: dict[str, tuple[str, str]] = field(default_factory=dict)  # code -> titles
+    codes_of_title: dict[str, set[str]] = field(default_factory=dict)
     subject_of: dict[int, int] = field(default_factory=dict)
+
+
+def dx_titles(rec: Records, code: str, hadm: int, inconsistent: bool) -> list[str]:
+    """The titles (long, short) of ``code`` that tell the label right: a title shared by
+    several codes reads as consistent when any of them is coded in the admission."""
+    if not rec.codes_of_title:
+        for c, titles in rec.dx_titles.items():
+            for t in titles:
+                rec.codes_of_title.setdefault(t, set()).add(c)
+    coded = rec.present.get(("dx", hadm), set())
+    return [t for t in rec.dx_titles[code]
+            if bool(rec.codes_of_title[t] & coded) != inconsistent]
 
 
 def related_key(kind: str, entity: str) -> str:
@@ -502,7 +515,7 @@ class Sampler:
         entity = rng.choices(names, [len(entities[e]) for e in names])[0]
         if not inconsistent:
             f = self._take(kind, entity=entity)
-            if f is None:
+            if f is None or (kind == "dx" and not dx_titles(self.rec, entity, f.hadm, False)):
                 return None
             return Mention(kind, "existence", f.subject, f.hadm, f.entity, f.date, f.value,
                            f.unit, f.route)
@@ -515,6 +528,8 @@ class Sampler:
                     donor.value, donor.unit, donor.route, inconsistent=True,
                     changed=("entity",))
         m.n_fields = count_fields(m, self.rec)
+        if kind == "dx" and not dx_titles(self.rec, entity, hadm, True):
+            return None
         return m if m.n_fields == 1 else None
 
 
@@ -541,12 +556,15 @@ def draw_mentions(rec: Records, hadms: set[int], n: int, rng: random.Random) -> 
         plan += [(c, i % 2 == 1) for i in range(k)]
     rng.shuffle(plan)
     out = [m for c, label in plan if (m := sampler.draw(c, label)) is not None]
+    out = _balance(out, sampler)
     # a category the database cannot fill: the others make up the difference, in pairs
     open_ = {c: 0 for c in CATEGORIES if counts[c]}  # category -> failed pairs in a row
     while len(out) + 2 <= n and open_:
         c = rng.choices(list(open_), [CATEGORY_SHARE[x] for x in open_])[0]
         pair = [sampler.draw(c, False), sampler.draw(c, True)]
         if None in pair:
+            out += [m for m in pair if m is not None]
+            out = _balance(out, sampler)
             open_[c] += 1
             if open_[c] >= 5:
                 del open_[c]
@@ -557,17 +575,26 @@ def draw_mentions(rec: Records, hadms: set[int], n: int, rng: random.Random) -> 
         pos = sum(m.inconsistent for m in out)
         if (m := sampler.draw("numeric", pos < len(out) - pos)) is not None:
             out.append(m)
-    # a shortfall that hit one label harder: trim the other to keep each category balanced
-    balanced: list[Mention] = []
+    return out
+
+
+def _balance(out: list[Mention], sampler: Sampler) -> list[Mention]:
+    """Each category's labels even (to one): the rarer label drawn again where a draw
+    failed, the other trimmed where that fails too."""
     for c in CATEGORIES:
-        pos = [m for m in out if m.category == c and m.inconsistent]
-        neg = [m for m in out if m.category == c and not m.inconsistent]
-        k = min(len(pos), len(neg))
-        if abs(len(pos) - len(neg)) > 1:
-            pos, neg = pos[:k], neg[:k]
-        balanced += pos + neg
-    keep = {id(m) for m in balanced}
-    return [m for m in out if id(m) in keep]
+        for _ in range(500):
+            pos = sum(1 for m in out if m.category == c and m.inconsistent)
+            neg = sum(1 for m in out if m.category == c and not m.inconsistent)
+            if abs(pos - neg) <= 1:
+                break
+            m = sampler.draw(c, pos < neg)
+            if m is None:
+                k = min(pos, neg)
+                drop = [id(m) for m in out if m.category == c and m.inconsistent == (pos > neg)][k:]
+                out = [m for m in out if id(m) not in set(drop)]
+                break
+            out.append(m)
+    return out
 
 
 # --------------------------------------------------------------------------- rendering
@@ -616,10 +643,6 @@ class Renderer:
                            if not any(a.lower() in drugs for a in v if a.lower() != k)
                            and not any(d != k and d.startswith(k) for d in drugs)}
         self.orgs = {f.value for f in rec.facts["micro"]}
-        self.codes_of_title: dict[str, set[str]] = defaultdict(set)
-        for code, titles in rec.dx_titles.items():
-            for t in titles:
-                self.codes_of_title[t].add(code)
 
     def name(self, m: Mention, rng: random.Random) -> str | None:
         """The entity as written (None: no title tells this diagnosis apart)."""
@@ -635,10 +658,7 @@ class Renderer:
                 return rng.choice(alts)
             text = m.entity if "culture" in m.entity else f"{m.entity} culture"
             return _case(text, rng)
-        short, long = self.rec.dx_titles[m.entity]
-        coded = self.rec.present.get(("dx", m.hadm), set())
-        # a title shared by several codes: the mention is consistent when any of them is coded
-        ok = [t for t in (long, short) if bool(self.codes_of_title[t] & coded) != m.inconsistent]
+        ok = dx_titles(self.rec, m.entity, m.hadm, m.inconsistent)[::-1]  # long title first
         if not ok:
             return None
         return _case(ok[0] if len(ok) == 1 or rng.random() < 0.7 else ok[1], rng)
