@@ -36,8 +36,8 @@ SHARED = ROOT.parent / "shared" / "data"
 
 def agreement(db: Path, release: Path) -> dict[str, Any]:
     from medagentgym.tasks.ehrsql2024 import (
-        _empty_tables,
         authors_form,
+        empty_tables,
         load_release,
         normalize,
         tables_of,
@@ -46,7 +46,7 @@ def agreement(db: Path, release: Path) -> dict[str, Any]:
 
     items = [i for i in load_release(release) if i.sql is not None]
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    empty = _empty_tables(conn)
+    empty = empty_tables(conn)
     by_split: dict[str, Counter] = {}
     examples: list[dict[str, str]] = []
     for it in items:

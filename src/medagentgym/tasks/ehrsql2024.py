@@ -188,7 +188,8 @@ class BuildReport(BaseModel):
     seconds: float = 0.0
 
 
-def _empty_tables(conn: sqlite3.Connection) -> set[str]:
+def empty_tables(conn: sqlite3.Connection) -> set[str]:
+    """The tables of the database behind ``conn`` that hold no row."""
     names = [r[0] for r in conn.execute(
         "select name from sqlite_master where type = 'table' and name not like 'sqlite_%'")]
     return {n for n in names if conn.execute(f'select 1 from "{n}" limit 1').fetchone() is None}
@@ -207,7 +208,7 @@ def build_items(items: list[Item], db_path: str | Path, *, source: str,
     report = BuildReport(database=str(db_path), source=source, items=len(items))
     left: Counter = Counter()
     conn = sqlite3.connect(f"file:{Path(db_path).resolve()}?mode=ro", uri=True)
-    empty = _empty_tables(conn)
+    empty = empty_tables(conn)
     with contextlib.ExitStack() as stack:
         tie_conn = None
         if tie_check:
