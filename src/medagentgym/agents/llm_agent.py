@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,11 +38,33 @@ from pydantic import BaseModel, Field
 from medagentgym.agents.base import Agent
 from medagentgym.agents.parser import ActionParseError, ParsedAction, parse_reply
 from medagentgym.agents.prompts import render
+from medagentgym.errors import MedAgentGymError
 from medagentgym.llm.client import ChatClient, ChatResponse
 from medagentgym.llm.errors import ContextLengthExceeded
 from medagentgym.types import Task
 
 _MSG_OVERHEAD = 4  # tokens per message for role and separators (an estimate)
+
+
+_WINDOW_PATTERNS = (re.compile(r"context length is (\d{3,8})"),
+                    re.compile(r"\d+ ?> ?(\d{3,8}) tokens"),
+                    re.compile(r"n_ctx\D{0,8}(\d{3,8})"),
+                    re.compile(r"context (?:size|window) (?:is |of )?(\d{3,8})"))
+
+
+def window_from_message(text: str) -> int | None:
+    """The context window an endpoint's overflow message states (OpenAI/vLLM "maximum context
+    length is N", llama.cpp "(M > N tokens)" / n_ctx), or None."""
+    for pat in _WINDOW_PATTERNS:
+        m = pat.search(text[:2000])
+        if m:
+            return int(m.group(1))
+    return None
+
+
+class ContextExhausted(MedAgentGymError):
+    """The conversation cannot fit the model's context window even after trimming: the
+    episode ends as the agent's failure (not infrastructure), with the setting to change."""
 
 
 class AgentSettings(BaseModel):
@@ -58,7 +81,8 @@ class AgentSettings(BaseModel):
     use_tools: bool = Field(False, description="offer the actions as native tools (function calling)")
     code_fallback: bool = Field(True, description="a bare ```python block counts as validate_code")
     keep_reasoning: bool = Field(False, description="send earlier <think> text back to the model")
-    context_retries: int = Field(3, ge=0, description="shrink-and-resend after a context error")
+    context_retries: int = Field(1, ge=0, description=(
+        "shrink-and-resend after a context error before the episode ends as context exhausted"))
 
 
 TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -260,13 +284,20 @@ class LLMAgent(Agent):
             view = self._view()
             try:
                 response = await self.client.chat(view, tools=tools, **self.sampling)
-            except ContextLengthExceeded:
+            except ContextLengthExceeded as exc:
                 self.counters["context_errors"] += 1
                 tries += 1
                 current = self._estimate(view)
                 if tries > self.settings.context_retries or len(view) <= 2:
-                    raise
-                self._budget_cap = int(current * 0.7)
+                    raise ContextExhausted(self._exhausted_message(
+                        current, str(exc), whole=len(view) <= 2)) from None
+                stated = window_from_message(str(exc))
+                reply = self.sampling.get("max_tokens") or self.client.config.max_tokens or 0
+                if stated and stated - reply > 256:
+                    # the endpoint said how large its window is: fit it (10 % margin)
+                    self._budget_cap = min(int(current * 0.9), int((stated - reply) * 0.9))
+                else:
+                    self._budget_cap = int(current * 0.6)
                 continue
             break
         self._calibrate(view, response)
@@ -278,6 +309,21 @@ class LLMAgent(Agent):
             self.cost_usd = (self.cost_usd or 0.0) + response.cost_usd
         self.latency_s += response.latency_s
         return response
+
+    def _exhausted_message(self, needed: int, endpoint_said: str = "", *,
+                           whole: bool = True) -> str:
+        window = self.settings.max_context_tokens or self.client.config.context_window
+        reply = self.sampling.get("max_tokens") or self.client.config.max_tokens
+        said = f" (the endpoint said: {endpoint_said[:200]})" if endpoint_said else ""
+        what = ("the system prompt and task need" if whole
+                else "the conversation, trimmed, still needs")
+        return (f"context exhausted: {what} about {needed:,} tokens "
+                f"and do not fit the model's context window"
+                + (f" of {window:,} tokens" if window else "")
+                + (f" with {reply:,} tokens kept for the reply" if reply else "") + said
+                + ". Give the model a larger window (--context-window, or the server's own "
+                  "setting such as llama.cpp's -c / vLLM's --max-model-len), a smaller "
+                  "--max-tokens, or use --prompt-style compact")
 
     def _prompt_budget(self) -> int | None:
         window = self.settings.max_context_tokens or self.client.config.context_window
@@ -307,11 +353,17 @@ class LLMAgent(Agent):
             self._chars_per_token = min(8.0, max(1.5, chars / prompt / 1.05))
 
     def _view(self) -> list[dict[str, Any]]:
-        """The messages to send: the whole conversation, shortened to fit the budget."""
+        """The messages to send: the whole conversation, shortened to fit the budget. The
+        system prompt and the task are never cut: when they alone do not fit, the episode
+        ends as the agent's failure (:class:`ContextExhausted`), before any request."""
         budget = self._prompt_budget()
         msgs = [dict(m) for m in self.messages]
         if budget is None:
             return msgs
+        fixed = self._estimate(msgs[:2])
+        # estimates are rough: only a clear overflow ends the episode before the endpoint says
+        if fixed > 1.2 * budget and self._budget_cap is None:
+            raise ContextExhausted(self._exhausted_message(fixed))
         sizes = [self._tokens(m) for m in msgs]
         if sum(sizes) <= budget:
             return msgs

