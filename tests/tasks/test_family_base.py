@@ -180,7 +180,7 @@ def test_datasets_name_registered_databases():
     for name in registry.list_datasets():
         for db_id in registry.get_spec(name).databases:
             assert name in registry.datasets_using(db_id)
-    assert registry.datasets_using("mimic_iii") == ["mimic_iii", "ehr_seqsql"]
+    assert registry.datasets_using("mimic_iii") == ["mimic_iii", "ehr_seqsql", "ehrcon"]
     with pytest.raises(ConfigurationError, match="unknown database 'nowhere'"):
         registry.register(DatasetSpec("bad_db_dataset", "x:Y", "x", "x", databases=("nowhere",)))
     assert "bad_db_dataset" not in registry.list_datasets()
