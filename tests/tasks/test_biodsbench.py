@@ -291,7 +291,7 @@ def test_each_episode_serves_other_tables(env, tasks):
     seen = set()
     for _ in range(3):
         env.reset(options={"task_id": task.id})
-        obs, reward, *_ = env.step(_code(
+        obs, *_ = env.step(_code(
             f"import pandas as pd\nn = len(pd.read_csv('{DATA}/data_clinical_patient.csv'))"
             "\nprint(n)"))
         seen.add(obs.strip().splitlines()[0])
@@ -320,3 +320,41 @@ def test_gold_scores_one_on_every_kept_task(env, tasks):
         if reward != 1.0:
             failures.append((task.provenance.original_id, obs[-300:]))
     assert not failures, failures
+
+
+# --------------------------------------------------------------------------- real-data mode
+
+
+def test_real_data_mode_uses_the_published_constants(mirror, tmp_path, monkeypatch):
+    """A user's studies folder (datahub ``.txt`` with ``#`` headers): expectations are computed
+    once at build time on those tables and the published constants must hold; tasks whose
+    tables are missing or whose reference disagrees with the published test are excluded."""
+    if not (mirror / "biodsbench").is_dir() or not _sandbox_ok():
+        pytest.skip("needs the BioDSBench mirror and the sandbox")
+    from medagentgym.data import home
+    from medagentgym.data.sources import pull
+
+    monkeypatch.setenv(home.ENV_VAR, str(tmp_path / "home"))
+    registry.clear_cache()
+    pull("biodsbench", mirror)
+    study = tmp_path / "studies" / "odg_msk_2017"  # PMID 28472509 in the published metadata
+    study.mkdir(parents=True)
+    rows = ["#Patient Identifier\tAge", "#comment\tcomment", "PATIENT_ID\tAGE"]
+    rows += [f"P-{i:04d}\t{40 + i}" for i in range(19)]  # the published `n == 19`
+    (study / "data_clinical_patient.txt").write_text("\n".join(rows) + "\n")
+    fam = registry.get_family("biodsbench", studies=tmp_path / "studies")
+    tasks = [*fam.load_tasks("test"), *fam.load_tasks("train")]
+    reasons = {e["task"]: e["reason"] for e in fam.excluded()}
+    assert "28472509_0" in {t.provenance.original_id for t in tasks}, reasons.get("28472509_0")
+    assert "is not in" in reasons["32437664_3"]  # a study the folder does not hold
+    assert "reference fails" in reasons["28472509_5"]  # needs data_cna.csv
+    task = next(t for t in tasks if t.provenance.original_id == "28472509_0")
+    assert task.truth.value["mode"] == "real" and task.truth.value["expected"]["p0"] == 19
+    env = mag.make("biodsbench", task.split, tasks=[task], studies=tmp_path / "studies")
+    try:
+        assert _episode(env, task, task.truth.solution)[0] == 1.0
+        assert _episode(env, task, "n = 18")[0] == 0.0
+        assert _episode(env, task, "n = 19")[0] == 1.0  # the published constant is the truth
+    finally:
+        env.close()
+        registry.clear_cache()
