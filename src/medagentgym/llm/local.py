@@ -217,7 +217,7 @@ def _error(status: int, message: str, code: str | None = None) -> Any:
 
 
 def make_app(gen: _Generator) -> Any:
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
 
     app = FastAPI(title="medagentgym local model", docs_url=None, redoc_url=None)
 
@@ -232,14 +232,14 @@ def make_app(gen: _Generator) -> Any:
             "max_model_len": gen.context_window, "context_window": gen.context_window,
             "meta": {"n_ctx_train": gen.context_window, "n_ctx": gen.context_window}}]}
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> Any:
+    async def chat(request: Any) -> Any:  # a plain Starlette endpoint: the raw request
         import asyncio
 
         try:
             body = json.loads(await request.body())
         except ValueError:
             return _error(400, "the request body is not JSON")
+        from fastapi.responses import JSONResponse
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error(400, "`messages` (a list) is required")
         if body.get("stream"):
@@ -270,14 +270,15 @@ def make_app(gen: _Generator) -> Any:
         for s in stops:
             if s and s in text:
                 text, stopped = text[:text.index(s)], True
-        return {
+        return JSONResponse({
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
             "created": int(time.time()), "model": gen.name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                          "finish_reason": "stop" if stopped else "length"}],
             "usage": {"prompt_tokens": len(ids), "completion_tokens": len(new),
-                      "total_tokens": len(ids) + len(new)}}
+                      "total_tokens": len(ids) + len(new)}})
 
+    app.add_route("/v1/chat/completions", chat, methods=["POST"])
     return app
 
 
