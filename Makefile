@@ -17,11 +17,22 @@ $(BIN)/python:
 
 # torch is pinned and installed first: the training extra would otherwise pull a CUDA build.
 TORCH ?= torch==2.13.0
+# verifiers 0.4.0's requirements but its mcp and openai pins (see the install recipe below)
+VERIFIERS_DEPS := "aiohttp>=3.14.1" "anthropic>=1.0.0" "gepa>=0.0.6" "loguru>=0.7.0" \
+  "math-verify>=0.8.0" "msgpack>=1.1.2" "prime-pydantic-config[toml]>=0.4.3" "prime-runs>=0.1.4" \
+  "prime-sandboxes>=0.4.2" "prime-tunnel>=0.1.14" "pyzmq>=27.1.0" "renderers[multimodal]>=0.1.12" \
+  "tenacity>=8.5.0" "tomli-w>=1.0.0" "uv>=0.9"
 
 $(STAMP): $(BIN)/python pyproject.toml
 	rm -f $(VENV)/.installed-*
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[science,dev,train,server,ray]"
+	$(BIN)/python -m pip install -q -e ".[science,dev,train,server,ray,inspect,openenv]"
+	# adapters (docs/integrations.md): verifiers pins mcp==2.0.0 and openai<3, which the
+	# openenv extra cannot share (fastmcp<4 needs mcp<2), so it goes in without its pins and
+	# mcp 2 lives in an overlay that only vf-eval sees (tests/integrations/test_verifiers.py)
+	$(BIN)/python -m pip install -q --no-deps "verifiers==0.4.0"
+	$(BIN)/python -m pip install -q $(VERIFIERS_DEPS)
+	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(VENV)/verifiers-overlay "mcp==2.0.0" "mcp-types==2.0.0"
 	touch $(STAMP)
 
 install: $(STAMP)

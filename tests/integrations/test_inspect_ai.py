@@ -55,6 +55,7 @@ def _log_scores(log_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_inspect_cli_evaluates_a_dataset_with_our_scorer(inspect_ai, gold, tmp_path,
                                                           mag_home):
     task_id = gold["task"].id

@@ -53,6 +53,7 @@ def _call(name: str, **arguments: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_grpo_trains_a_step_with_our_environment(trl, gold, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -140,10 +140,12 @@ class MedAgentGymSandbox(SandboxEnvironment):
             argv = ["/usr/bin/env", *(f"{k}={v}" for k, v in env.items()), *argv]
         script = 'cd -- "$0" || exit 126; '
         if input is not None:
-            stdin = f"/tmp/.inspect-stdin-{uuid.uuid4().hex}"
+            where = self._base() if self.inner.host_workdir else "/tmp"
+            stdin = f"{where}/.inspect-stdin-{uuid.uuid4().hex}"
             data = input.encode() if isinstance(input, str) else bytes(input)
             await self.inner.write_file(stdin, data)
-            script += f'exec "$@" < {shlex.quote(stdin)}'
+            quoted = shlex.quote(stdin)
+            script += f'"$@" < {quoted}; s=$?; rm -f {quoted}; exit $s'
         else:
             script += 'exec "$@" < /dev/null'
         workdir = self._path(cwd) if cwd else self._base()
