@@ -325,6 +325,7 @@ def test_gold_scores_one_on_every_kept_task(env, tasks):
 # --------------------------------------------------------------------------- real-data mode
 
 
+@pytest.mark.slow
 def test_real_data_mode_uses_the_published_constants(mirror, tmp_path, monkeypatch):
     """A user's studies folder (datahub ``.txt`` with ``#`` headers): expectations are computed
     once at build time on those tables and the published constants must hold; tasks whose

@@ -456,6 +456,9 @@ class BioDSBenchFamily(DatasetFamily):
     async def grade(self, ctx: Any) -> Grade:
         spec = ctx.task.truth.value
         probes = [bp.Probe.from_json(p) for p in spec["probes"]]
+        got = ctx.probes
+        if not got:  # nothing ran (or it exited before the tests could read anything)
+            return Grade.wrong("the tests could not run (no probe values)")
         if spec.get("mode") == "real":
             expected = spec.get("expected") or {}
         else:
@@ -465,7 +468,6 @@ class BioDSBenchFamily(DatasetFamily):
                 raise RuntimeError("biodsbench: no expectations for this episode (setup did "
                                    "not run)")
             expected = episode["values"]
-        got = ctx.probes
         passed, failed = 0, []
         for p in probes:
             value = got.get(p.name)
@@ -479,8 +481,6 @@ class BioDSBenchFamily(DatasetFamily):
                 failed.append((p, value))
         if not failed:
             return Grade.right(f"all {len(probes)} tests pass")
-        if not got:
-            return Grade.wrong("the tests could not run (no probe values)")
         p, value = failed[0]
         why = (f"{passed} of {len(probes)} tests pass; failing: `{p.source[:160]}`")
         if value is not None and not value.ok:
