@@ -151,6 +151,7 @@ def test_concurrent_episodes_are_isolated_and_reset(family):
         env_b.close()
 
 
+@pytest.mark.slow
 def test_cheats_on_generated_tasks(family):
     """Printing every value, spraying orders, hard-coding the answer of another patient and
     reading hidden files score 0 on generated tasks too."""

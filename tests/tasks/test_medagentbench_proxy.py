@@ -174,6 +174,7 @@ def test_family_option_and_environment_variable(monkeypatch, mag_home, mirror):
         .__name__ == "FhirServer"
 
 
+@pytest.mark.slow
 def test_oracle_through_the_env_and_sandbox(monkeypatch, mag_home, mirror, loop, data):
     """Agent code in the sandbox -> the episode's proxy -> the "remote" server: one task of
     each type solved, no write reaches the remote."""
