@@ -136,7 +136,8 @@ def test_cli_reports_the_paper_ids_and_lists_official(mag_home):
     text = runner.invoke(app, ["tasks", "list", "treqs", "--database", "synthetic",
                                "--limit", "1"]).output
     assert "paper ids: ids 996" in text and "ties dropped" in text
-    for command in (["validate"], ["run"], ["rollout"], ["tasks", "list"], ["export", "rl"]):
+    for command in (["validate"], ["run"], ["rollout"], ["tasks", "list"], ["tasks", "show"],
+                    ["export", "rl"]):
         help_text = runner.invoke(app, [*command, "--help"], terminal_width=200).output
         assert "--database" in help_text and "official" in help_text, command
 
@@ -177,6 +178,15 @@ SCALAR_MISSES = {
     "text_around": "answer = f'the answer is {rows[0][0]}'",
     "spray": "answer = [rows[0][0] + k for k in range(-3, 4)]",
 }
+DEDUP_FORMS = {
+    "deduplicated": "answer = [list(r) for r in dict.fromkeys(rows)]",
+    "dedup_dataframe": "answer = pd.DataFrame(rows).drop_duplicates().set_axis("
+                       "[f'x{i}' for i in range(len(rows[0]))], axis=1)",
+    "as_given": "answer = rows",
+}
+DEDUP_MISSES = {
+    "dedup_less_one": "answer = [list(r) for r in dict.fromkeys(rows)][:-1]",
+}
 DATE_MISSES = {
     "minute_off": "answer = (pd.Timestamp(rows[0][0]) + pd.Timedelta(minutes=1)).isoformat()",
     "day_only_other_day": "answer = (pd.Timestamp(rows[0][0]) + pd.Timedelta(days=1)).date()"
@@ -205,9 +215,12 @@ def _pick(tasks):
                 out.setdefault("number", t)
             elif isinstance(v, str) and len(v) == 19 and v[4] == "-" and v[13] == ":":
                 out.setdefault("timestamp", t)
-        elif (len(gold) >= 2 and len(gold[0]) >= 2 and not grading.get("count")
-              and len({json.dumps(r) for r in gold}) == len(gold)):
-            out.setdefault("rows", t)
+        elif len(gold) >= 2 and len(gold[0]) >= 2 and not grading.get("count"):
+            distinct = len({json.dumps(r) for r in gold})
+            if distinct == len(gold):
+                out.setdefault("rows", t)
+            elif distinct >= 2:
+                out.setdefault("duplicates", t)
     return out
 
 
@@ -222,8 +235,9 @@ def test_equivalent_forms_pass_and_near_misses_fail_through_the_env(mag_home):
     for dataset in ("mimic_iii", "treqs", "eicu"):
         for kind, task in _pick(mag.load_tasks(dataset, "test", **FAMILY)).items():
             picks.setdefault(kind, task)
-    assert {"number", "timestamp", "rows"} <= set(picks), sorted(picks)
-    cases = [(picks["rows"], EQUIVALENT, 1.0), (picks["rows"], NEAR_MISSES, 0.0),
+    assert {"number", "timestamp", "rows", "duplicates"} <= set(picks), sorted(picks)
+    cases = [(picks["duplicates"], DEDUP_FORMS, 1.0), (picks["duplicates"], DEDUP_MISSES, 0.0),
+             (picks["rows"], EQUIVALENT, 1.0), (picks["rows"], NEAR_MISSES, 0.0),
              (picks["number"], SCALAR_FORMS, 1.0), (picks["number"], SCALAR_MISSES, 0.0),
              (picks["timestamp"], DATE_FORMS, 1.0), (picks["timestamp"], DATE_MISSES, 0.0)]
     envs = {}

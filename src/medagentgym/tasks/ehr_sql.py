@@ -8,7 +8,10 @@ with ``database="official"``) and whether an episode asks one question or a chai
 
 Questions are re-instantiated from the templates on the database in use (synthetic, the open
 demos or the full imported databases; :mod:`medagentgym.tasks.ehrsql_instances`), and the
-ground truth is the gold SQL executed there. The agent sees the question, the table
+ground truth is the gold SQL executed there. By default (``selection``) the splits are the
+MedAgentGym paper's task ids, each instantiated on that database (its published values kept
+where they answer there), with a ``valid`` split carved from train; the ids that could not
+be instantiated are counted by reason (:meth:`EhrSqlFamily.audit_summary`). The agent sees the question, the table
 descriptions and the data — the SQLite file at ``/data/<db>.db`` and one CSV per table under
 ``/data/<db>/`` — and must store the result in ``answer``; it is graded as a multiset of rows
 (:func:`medagentgym.graders.ehr_answer_match`: columns in any order, repeated rows optional

@@ -12,6 +12,7 @@ Public API
 ``load_ehrsql_items`` / ``load_templates`` (EHRSQL) · ``load_treqs`` (MIMICSQL) ·
 ``instantiate`` / ``instantiate_with_report`` / ``instantiate_treqs`` · ``split_instances`` ·
 ``build_sequences`` (EHR-SeqSQL-style chains) · ``load_official`` (MedAgentGym task files) ·
+``load_paper_split`` / ``instantiate_paper_split`` / ``carve_valid`` (the paper's task ids) ·
 ``normalize_sql`` / ``fill_sql`` / ``fill_question`` / ``execute_sql`` · ``grading_spec``
 (how an answer is graded) · ``reversed_copy`` / ``rows_key`` (the tie check) ·
 ``constant_key`` (the answer cap).
