@@ -209,3 +209,41 @@ def test_oracle_through_the_env_and_sandbox(monkeypatch, mag_home, mirror, loop,
         loop.loop.call_soon_threadsafe(srv.close)
         loop.run(rem.stop())
     assert rem.requests >= 8 and rem.writes == []  # every reading task read it
+
+
+def test_hapi_getpages_links_round_trip(loop):
+    """HAPI pages with ``[base]?_getpages=...`` links (no resource type, no trailing slash):
+    rewritten to the local base, and followed with or without the trailing slash."""
+    import httpx
+
+    seen: list[str] = []
+    hapi = "http://hapi.internal:8080/fhir"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        page = request.url.params.get("_getpagesoffset", "0")
+        bundle = {"resourceType": "Bundle", "type": "searchset", "total": 3,
+                  "link": [{"relation": "self", "url": f"{hapi}/Observation?code=GLU"},
+                           {"relation": "next",
+                            "url": f"{hapi}?_getpages=abc&_getpagesoffset=2&_count=2"}],
+                  "entry": [{"fullUrl": f"{hapi}/Observation/{page}x",
+                             "resource": {"resourceType": "Observation", "id": f"{page}x"}}]}
+        return httpx.Response(200, json=bundle, headers={"content-type": "application/fhir+json"})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    svc = ProxyFhirServer("http://10.1.2.3:8080/fhir/", now=NOW, client=client)
+    try:
+        r = loop.run(svc.handle(HttpRequest("GET", "/fhir/Observation?code=GLU", {}, b"")))
+        b = json.loads(r.body)
+        nxt = next(lk["url"] for lk in b["link"] if lk["relation"] == "next")
+        assert nxt == "http://localhost:8080/fhir?_getpages=abc&_getpagesoffset=2&_count=2"
+        assert b["entry"][0]["fullUrl"] == "http://localhost:8080/fhir/Observation/0x"
+        for target in (nxt.removeprefix("http://localhost:8080"),
+                       nxt.removeprefix("http://localhost:8080").replace("fhir?", "fhir/?")):
+            r = loop.run(svc.handle(HttpRequest("GET", target, {}, b"")))
+            assert r.status == 200
+        assert seen == ["http://10.1.2.3:8080/fhir/Observation?code=GLU",
+                        "http://10.1.2.3:8080/fhir?_getpages=abc&_getpagesoffset=2&_count=2",
+                        "http://10.1.2.3:8080/fhir?_getpages=abc&_getpagesoffset=2&_count=2"]
+    finally:
+        loop.run(svc.stop())
