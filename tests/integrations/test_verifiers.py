@@ -14,6 +14,7 @@ import pytest
 
 from medagentgym.llm.testserver import Reply, TestServer
 from tests.integrations.conftest import FAMILY, need
+from tests.integrations.sse import SSEFront
 
 #: verifiers 0.4.0 pins mcp==2.0.0 while openenv's fastmcp wants mcp<2: where both extras
 #: share an environment, `make install` puts mcp 2 in this overlay, used by vf-eval only
@@ -49,7 +50,7 @@ def _submit(source: str) -> str:
     return json.dumps({"action": "submit", "params": {"code": source}})
 
 
-def _vf_eval(server: TestServer, task_id: str, out: Path, home: Path) -> list[dict]:
+def _vf_eval(server: SSEFront, task_id: str, out: Path, home: Path) -> list[dict]:
     env = _vf_env(OPENAI_API_KEY="k", MEDAGENTGYM_HOME=str(home))
     cmd = [str(Path(sys.executable).parent / "vf-eval"), "medagentgym-verifiers",
            "--env.taskset.dataset", "treqs", "--env.taskset.options", json.dumps(FAMILY),
@@ -64,18 +65,26 @@ def _vf_eval(server: TestServer, task_id: str, out: Path, home: Path) -> list[di
     return [json.loads(line) for line in traces[0].read_text().splitlines() if line.strip()]
 
 
+def _reward(episode: dict) -> float:
+    (trace,) = episode["traces"]
+    return trace["rewards"]["medagentgym_reward"]["score"]
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # two vf-eval runs, each preparing its chat harness with uv
 def test_vf_eval_runs_an_episode_graded_by_us(verifiers, gold, tmp_path, mag_home):
-    replies = [Reply.text(_code("print(1)")), Reply.text(_submit(gold["code"]))]
-    with TestServer() as server:
-        server.push(*replies)
-        (trace,) = _vf_eval(server, gold["task"].id, tmp_path / "right", mag_home)
-    text = json.dumps(trace)
-    assert '"medagentgym_reward"' in text
-    rewards = [r for r in trace.get("rewards", []) if r.get("name") == "medagentgym_reward"]
-    assert rewards and rewards[0]["value"] == 1.0, trace.get("rewards")
-    with TestServer() as server:
-        server.push(Reply.text(_submit("answer = -12345")))
-        (trace,) = _vf_eval(server, gold["task"].id, tmp_path / "wrong", mag_home)
-    rewards = [r for r in trace.get("rewards", []) if r.get("name") == "medagentgym_reward"]
-    assert rewards and rewards[0]["value"] == 0.0
+    def respond(body):  # a validate_code first, then the gold code submitted
+        turns = sum(1 for m in body.get("messages", []) if m.get("role") == "user")
+        return Reply.text(_code("print(1)") if turns <= 1 else _submit(gold["code"]))
+
+    with TestServer(responder=respond) as server, SSEFront(server) as front:
+        (episode,) = _vf_eval(front, gold["task"].id, tmp_path / "right", mag_home)
+        asked = server.chat_requests()
+    assert episode["ok"] and _reward(episode) == 1.0
+    assert len(asked) == 2 and gold["task"].goal in json.dumps(asked[0].body)
+    assert repr(gold["task"].truth.value) not in json.dumps([r.body for r in asked])
+
+    with TestServer(responder=lambda body: Reply.text(_submit("answer = -12345"))) as server, \
+            SSEFront(server) as front:
+        (episode,) = _vf_eval(front, gold["task"].id, tmp_path / "wrong", mag_home)
+    assert episode["ok"] and _reward(episode) == 0.0
