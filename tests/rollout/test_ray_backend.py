@@ -103,7 +103,7 @@ def test_kill_9_of_a_ray_rollout_then_resume_gives_one_record_per_pair(mag_home,
         proc.kill()
         proc.wait(timeout=10)
         assert len(store.load()) < 12
-        done = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True,
+        done = subprocess.run([*args, "--resume", "--json"], env=env, capture_output=True, text=True,
                               timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
     keys = Counter(t.key for t in store.load())
