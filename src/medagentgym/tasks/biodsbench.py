@@ -51,7 +51,7 @@ from medagentgym.tasks.family import option
 from medagentgym.types import Grade, GroundTruth, Provenance, Task
 
 CACHE_VERSION = 1
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 TASK_FILE = "BioDSBench-Python/python_tasks_with_class.jsonl.gz"
 SPLIT_FILE = "medagentgym_split_ids.jsonl"
 METADATA_FILE = "cbioportal_dataset_metadata.csv"

@@ -259,7 +259,7 @@ def _column_values(rng: Any, col: Column, n: int, extra: set[Any]) -> list[Any]:
     w = _weights(rng, len(pool_s))
     if lits:  # make sure the code's filter values are not rare
         lit_set = {str(e) for e in lits}
-        w = np.array([x + (0.5 / len(lit_set) if v in lit_set else 0) for v, x in zip(pool_s, w,
+        w = np.array([x + (1.0 / len(lit_set) if v in lit_set else 0) for v, x in zip(pool_s, w,
                                                                                        strict=True)])
         w = w / w.sum()
     return list(rng.choice(np.array(pool_s, dtype=object), size=n, p=w))
