@@ -66,6 +66,16 @@ def test_assert_forms_become_probes_with_their_comparators():
     assert p.weak and DATA + "/c.csv" in p.expr and "__import__('pandas'" in p.expr
 
 
+def test_an_oncoprint_type_check_also_reads_the_plot():
+    probes, problems = bp.parse_tests(
+        "import PyComplexHeatmap\nassert isinstance(fig, PyComplexHeatmap.oncoPrint."
+        "oncoPrintPlotter)", DATA)
+    assert not problems and [p.cmp for p in probes] == ["type", "equal"]
+    assert probes[1].expr == "(fig).row_vc.sort_index().to_dict('index')"
+    # an empty plotter object (oncoPrintPlotter.__new__) passes the type, not the counts
+    assert not bp.matches(probes[1], {"TP53": {"Missense_Mutation": 2}}, None)
+
+
 def test_comparators_judge_values_on_the_host():
     close = bp.Probe("p", "x", "close", tol=1e-8)
     assert bp.matches(close, 0.5, 0.5 + 1e-10) and not bp.matches(close, 0.5, 0.51)

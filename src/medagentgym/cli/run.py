@@ -223,7 +223,13 @@ def demo(
     from medagentgym.data import home
     from medagentgym.data.sources import ensure_source
     from medagentgym.rollout.runner import summarize
-    from medagentgym.tasks.registry import get_spec, list_datasets, load_tasks, options_model
+    from medagentgym.tasks.registry import (
+        get_family,
+        get_spec,
+        list_datasets,
+        load_tasks,
+        options_model,
+    )
 
     console = Console()
     t_start = time.perf_counter()
@@ -240,8 +246,10 @@ def demo(
         # synthetic databases for the datasets that run on one
         options = {"database": "synthetic"} if "database" in options_model(name).model_fields else {}
         tasks = load_tasks(name, "test", **options)
-        step = max(1, len(tasks) // limit)
-        sample = tasks[::step][:limit]
+        # a family whose episodes are costly (a reference run per episode) asks for fewer
+        n = min(limit, getattr(get_family(name, **options), "demo_tasks", None) or limit)
+        step = max(1, len(tasks) // n)
+        sample = tasks[::step][:n]
         trajs = _run_with_progress(name, "test", sample, OracleAgent, quiet=False, concurrency=2,
                                    env_kwargs=options)
         s = summarize(trajs).get(name, {})

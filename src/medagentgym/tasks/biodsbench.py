@@ -173,6 +173,8 @@ class BioDSBenchFamily(DatasetFamily):
     preload = (*PRELOAD_PRESETS["science"], "matplotlib", "matplotlib.pyplot", "seaborn",
                "PyComplexHeatmap")
     needs_answer = False
+    #: tasks `medagentgym demo` runs (each episode runs the reference once at setup)
+    demo_tasks = 4
     Options: ClassVar[type[BioDSBenchOptions]] = BioDSBenchOptions
     cache_version = CACHE_VERSION
 
