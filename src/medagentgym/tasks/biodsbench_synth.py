@@ -442,9 +442,12 @@ def describe(tables: dict[str, Any], data_dir: str) -> str:
         cols = list(df.columns)
         shown = cols if len(cols) <= 40 else cols[:40]
         for c in shown:
-            top = df[c].astype(str).value_counts().index[:6].tolist()
+            top = [v if len(v) <= 40 else v[:37] + "..."
+                   for v in df[c].astype(str).value_counts().index[:6].tolist()]
             lines.append(f"  - {c}: e.g. {', '.join(top)}")
         if len(cols) > len(shown):
-            lines.append(f"  - ... and {len(cols) - len(shown)} more columns (one per sample)")
+            more = cols[len(shown):]
+            lines.append(f"  - ... and {len(more)} more columns ({', '.join(map(str, more[:60]))}"
+                         f"{', ...' if len(more) > 60 else ''})")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
