@@ -119,3 +119,27 @@ def test_http_routes(server, gold):
     assert r.status_code == 200 and r.json()["observation"]["text"] == gold["task"].goal
     assert httpx.post(f"{base}/step", headers=AUTH, json={}).status_code == 409
     assert not server.registry.envs
+
+
+def test_hostile_frames_get_error_frames_and_the_server_survives(server, openenv_core):
+    need("websockets", "openenv")
+    from websockets.sync.client import connect
+
+    url = server.url.replace("http://", "ws://") + "/openenv/treqs/ws"
+    with connect(url, additional_headers=AUTH) as ws:
+        for frame, code in [("not json", "INVALID_JSON"),
+                            ("[" * 5000 + "]" * 5000, "INVALID_JSON"),
+                            ('"a string"', "INVALID_JSON"),
+                            ('{"type": "step", "data": [1]}', "VALIDATION_ERROR"),
+                            ('{"type": "launch_missiles"}', "UNKNOWN_TYPE"),
+                            ('{"type": "reset", "data": {"seed": -1}}', "VALIDATION_ERROR"),
+                            ('{"type": "reset", "data": {"split": "nope"}}',
+                             "VALIDATION_ERROR")]:
+            ws.send(frame)
+            reply = json.loads(ws.recv(timeout=120))
+            assert reply["type"] == "error" and reply["data"]["code"] == code, (frame[:40],
+                                                                                reply)
+        ws.send(json.dumps({"type": "state"}))
+        assert json.loads(ws.recv(timeout=30))["data"]["step_count"] == 0
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    assert not server.registry.envs
