@@ -297,15 +297,16 @@ def test_empty_results_and_published_constants_fail_elsewhere(env, tasks):
 
 
 def test_each_episode_serves_other_tables(env, tasks):
-    task = _by_uid(tasks, "28472509_0")  # assert n == <number of patients>
-    seen = set()
+    task = _by_uid(tasks, "28472509_0")  # assert n == <number of patients>; published: 19
+    seen = []
     for _ in range(3):
         env.reset(options={"task_id": task.id})
         obs, *_ = env.step(_code(
-            f"import pandas as pd\nn = len(pd.read_csv('{DATA}/data_clinical_patient.csv'))"
-            "\nprint(n)"))
-        seen.add(obs.strip().splitlines()[0])
-    assert len(seen) >= 2  # a memorised count holds for one episode at most
+            f"import pandas as pd\nd = pd.read_csv('{DATA}/data_clinical_patient.csv')\n"
+            "print(len(d), sorted(d['PATIENT_ID'])[:3])"))
+        seen.append(obs.strip().splitlines()[0])
+    assert len(set(seen)) == 3, seen  # other patients every episode
+    assert not any(s.startswith("19 ") for s in seen)  # never the published count
 
 
 def test_nothing_expected_is_readable_in_the_sandbox(env, tasks):

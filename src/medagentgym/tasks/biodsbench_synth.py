@@ -208,7 +208,15 @@ def _template_ids(rng: Any, template: str, n: int, taken: set[str] | None = None
 
 
 def _n(rng: Any, rows: int, cap: int, floor: int) -> int:
-    return int(max(floor, min(cap, round(rows * rng.uniform(0.55, 0.9)))))
+    """A row count spread around the published one (or the cap's reach), never equal to it:
+    a count memorised from the real study, or a constant, holds in few episodes."""
+    base = min(rows, cap / 1.5)
+    n = rows
+    for _ in range(20):
+        n = int(max(floor, min(cap, round(base * rng.uniform(0.5, 1.5)))))
+        if n != rows:
+            break
+    return n
 
 
 def _weights(rng: Any, k: int) -> Any:
@@ -312,7 +320,7 @@ def generate_study(schemas: dict[str, TableSchema], literals: dict[str, set[Any]
     samp_schema = schemas.get("data_clinical_sample")
     patients: list[str] = []
     if pat_schema is not None:
-        n_pat = _n(rng, pat_schema.rows, round(MAX_ROWS["patient"] * scale), 12)
+        n_pat = _n(rng, pat_schema.rows, round(MAX_ROWS["patient"] * scale), 10)
         col = pat_schema.column("PATIENT_ID")
         patients = _template_ids(rng, col.values[0] if col and col.values else "P-0000001",
                                  n_pat, taken)
