@@ -51,6 +51,83 @@ CHATML_TEMPLATE = (
 )
 
 
+#: Llama 3 (and 3.x) with generation markers
+LLAMA3_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{%- generation %}{{- message['content'] + '<|eot_id|>' }}{%- endgeneration %}"
+    "{%- else %}{{- message['content'] + '<|eot_id|>' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}"
+)
+
+#: Gemma (2 and 3) with generation markers; Gemma has no system role, so a system message
+#: opens the first user turn
+GEMMA_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- set ns = namespace(system='') %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' %}{%- set ns.system = message['content'] + '\n\n' %}"
+    "{%- elif message['role'] == 'assistant' %}"
+    "{{- '<start_of_turn>model\n' }}"
+    "{%- generation %}{{- message['content'] + '<end_of_turn>' }}{%- endgeneration %}"
+    "{{- '\n' }}"
+    "{%- else %}"
+    "{{- '<start_of_turn>user\n' + ns.system + message['content'] + '<end_of_turn>\n' }}"
+    "{%- set ns.system = '' %}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<start_of_turn>model\n' }}{%- endif %}"
+)
+
+#: packaged templates (with ``{% generation %}`` markers, for assistant-only loss) and the
+#: marker in a tokenizer's own template that identifies the family (ChatML covers Qwen 2.5/3
+#: and SmolLM2)
+TEMPLATES = {"chatml": CHATML_TEMPLATE, "llama3": LLAMA3_TEMPLATE, "gemma": GEMMA_TEMPLATE}
+_FAMILY_MARKERS = (("<|im_start|>", "chatml"), ("<|start_header_id|>", "llama3"),
+                   ("<start_of_turn>", "gemma"))
+
+
+def chat_template_for(tok: Any, setting: str | None, *, need_generation: bool) -> str | None:
+    """The chat template to train with: ``setting`` names a packaged one (``chatml``,
+    ``llama3``, ``gemma``) or ``auto`` — the tokenizer's own when it has what training needs
+    (``{% generation %}`` markers for assistant-only loss), else the packaged template of
+    the family its template or special tokens show. None: keep the tokenizer's. Raises one
+    line naming the setting when nothing fits."""
+    setting = (setting or "auto").lower()
+    if setting in TEMPLATES:
+        return TEMPLATES[setting]
+    if setting != "auto":
+        raise ConfigurationError(f"[model] chat_template = {setting!r} is not one of auto, "
+                                 f"{', '.join(TEMPLATES)}")
+    own = tok.chat_template if isinstance(getattr(tok, "chat_template", None), str) else ""
+    if own and (not need_generation or "generation" in own):
+        return None
+    if own:
+        try:  # TRL's training variant of a template it knows exactly
+            from trl.chat_template_utils import get_training_chat_template
+
+            patched = get_training_chat_template(tok)
+            if isinstance(patched, str):
+                return patched
+        except Exception:  # not one TRL knows: our packaged families below
+            pass
+    vocab_text = own + " ".join(str(t) for t in getattr(tok, "all_special_tokens", []) or [])
+    for marker, family in _FAMILY_MARKERS:
+        if marker in vocab_text:
+            return TEMPLATES[family]
+    if not own:
+        return CHATML_TEMPLATE
+    raise ConfigurationError(
+        "the tokenizer's chat template has no {% generation %} markers, which assistant-only "
+        "loss needs, and is not one of the families packaged here (ChatML: Qwen 2.5/3, "
+        "SmolLM2; Llama 3; Gemma): set [model] chat_template = 'chatml' | 'llama3' | 'gemma' "
+        "to the format the model was trained with, or [training] assistant_only_loss = false")
+
+
 # ------------------------------------------------------------------------------ configs
 
 
@@ -74,8 +151,25 @@ def load_recipe_config(recipe: str, path: str | Path | None = None,
         p = Path(path)
         if not p.is_file():
             raise ConfigurationError(f"no config file {p}")
-        data = tomllib.loads(p.read_text())
-        cfg = _merge(cfg, data.get(recipe, data))  # a [sft] section or a bare file
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{p} is not valid TOML: {exc}") from None
+        known = set(cfg)
+        wrapped = data.get(recipe)
+        # ``[sft.training]``-style files wrap the recipe's sections in a table named after
+        # it; a file laid out like the packaged one (e.g. verifier.toml's own [verifier]
+        # table beside [training]) is taken as it is
+        if (isinstance(wrapped, dict) and not (set(data) - {recipe})
+                and any(isinstance(v, dict) for v in wrapped.values())
+                and set(wrapped) <= known):
+            data = wrapped
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"{p}: unknown section(s) {', '.join(f'[{u}]' for u in unknown)} for the "
+                f"{recipe} recipe; its sections are {', '.join(f'[{k}]' for k in sorted(known))}")
+        cfg = _merge(cfg, data)
     return _merge(cfg, overrides or {})
 
 
@@ -125,16 +219,45 @@ def _dtype(name: str | None) -> Any:
         raise ConfigurationError(f"unknown dtype {name!r}") from None
 
 
+def _model_files(model: str | Path) -> tuple[str, dict[str, Any]]:
+    """Where transformers loads ``model`` from: a checkpoint directory or hub name, or a GGUF
+    file (``local:`` specs included) through transformers' GGUF loader."""
+    spec = str(model)
+    if spec.startswith("local:") or spec.lower().endswith(".gguf"):
+        from medagentgym.llm.local import resolve
+
+        m = resolve(spec)
+        return str(m.directory), ({"gguf_file": m.gguf_file} if m.gguf_file else {})
+    return spec, {}
+
+
 def load_model_and_tokenizer(model: str | Path, cfg: dict[str, Any]) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     mcfg = cfg.get("model", {})
-    tok = AutoTokenizer.from_pretrained(str(model))
-    if mcfg.get("chat_template") == "chatml" or not tok.chat_template:
-        tok.chat_template = CHATML_TEMPLATE
+    where, kw = _model_files(model)
+    tok = AutoTokenizer.from_pretrained(where, **kw)
+    need = bool(cfg.get("training", {}).get("assistant_only_loss"))
+    template = chat_template_for(tok, mcfg.get("chat_template"), need_generation=need)
+    if template is not None:
+        tok.chat_template = template
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    net = AutoModelForCausalLM.from_pretrained(str(model), dtype=_dtype(mcfg.get("dtype")))
+    net = AutoModelForCausalLM.from_pretrained(where, dtype=_dtype(mcfg.get("dtype")), **kw)
+    if kw.get("gguf_file"):
+        # a model dequantised from GGUF keeps traces of its loader that save_pretrained
+        # refuses: copy its weights into a fresh model of the same configuration
+        import torch
+
+        fresh = AutoModelForCausalLM.from_config(net.config, dtype=net.dtype)
+        with torch.no_grad():
+            missing = fresh.load_state_dict(net.state_dict(), strict=False)
+        if missing.missing_keys:
+            raise ConfigurationError(f"{model}: the GGUF weights do not cover "
+                                     f"{len(missing.missing_keys)} parameters of the model")
+        if getattr(fresh.config, "tie_word_embeddings", False):
+            fresh.tie_weights()
+        net = fresh
     return net, tok
 
 
