@@ -279,6 +279,7 @@ def test_cheats_score_zero(env, tasks):
     for name, code in cheats.items():
         obs, reward, done, _, _ = env.step(_code(code))
         assert reward == 0.0 and not done, (name, obs[-600:])
+        assert "0.99227" not in obs.replace(code, "")  # the verdict never quotes a constant
     # the gold still scores after the cheats (no execution changed what the next one sees)
     obs, reward, done, _, _ = env.step(_code(gold))
     assert reward == 1.0 and done, obs[-600:]

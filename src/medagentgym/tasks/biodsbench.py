@@ -199,8 +199,9 @@ class BioDSBenchFamily(DatasetFamily):
         return self.options.studies is not None
 
     def cache_key(self) -> dict[str, Any]:
-        key: dict[str, Any] = {"gen": GENERATOR_VERSION, "fixes": sorted(FIXES),
-                               "excluded": sorted(EXCLUDED)}
+        key: dict[str, Any] = {"gen": GENERATOR_VERSION,
+                               "fixes": {k: [list(f) for f in v] for k, v in FIXES.items()},
+                               "excluded": EXCLUDED}
         if self.options.studies is not None:
             key["studies"] = _fingerprint(self.options.studies)
         return key
@@ -484,13 +485,20 @@ class BioDSBenchFamily(DatasetFamily):
         if not failed:
             return Grade.right(f"all {len(probes)} tests pass")
         p, value = failed[0]
-        why = (f"{passed} of {len(probes)} tests pass; failing: `{p.source[:160]}`")
+        # the agent-side expression only: the published assert may quote a constant
+        why = (f"{passed} of {len(probes)} tests pass; failing: `{p.expr[:160]}` "
+               f"({_CMP_TEXT.get(p.cmp, p.cmp)})")
         if value is not None and not value.ok:
             why += f" ({str(value.error or '')[:160]})"
         return Grade.wrong(why)
 
 
 # --------------------------------------------------------------------------- helpers
+
+_CMP_TEXT = {"close": "a number, compared within the test's tolerance",
+             "equal": "compared for equality", "set": "compared as a set",
+             "in_list": "compared with the accepted values", "contains": "must contain a value",
+             "type": "type checked", "approx": "a number, compared to 1e-6"}
 
 
 async def run_reference(sb: Any, code: str, probes: list[bp.Probe],
