@@ -444,13 +444,26 @@ class BioDSBenchFamily(DatasetFamily):
 
     # -- prompting --------------------------------------------------------------------
     def instructions(self, task: Task) -> str:
-        described = self._described.get(task.id) or "(the tables are described after reset)"
+        described = self._described.get(task.id) or self._schema_text(task)
         return ("You are a biomedical data scientist. Write Python (pandas, numpy, scipy, "
                 "statsmodels, scikit-learn, lifelines, matplotlib, seaborn and PyComplexHeatmap "
                 f"are available; there is no network). The study's tables in `{DATA_DIR}/`:\n\n"
                 f"{described}\n\nNothing needs to be stored in `answer`: after each execution "
                 "of your code, hidden tests read the variables the question names and compare "
                 "them with the reference analysis on the same tables.")
+
+    def _schema_text(self, task: Task) -> str:
+        """Before an episode has served tables: their columns (sizes and values vary)."""
+        spec = task.truth.value if task.has_truth else {}
+        schemas = self._study_schemas().get(str(spec.get("study")), {})
+        parts = []
+        for name in spec.get("tables") or []:
+            t = schemas.get(name)
+            if t is not None:
+                cols = ", ".join(t.names[:40]) + (", ..." if len(t.names) > 40 else "")
+                parts.append(f"`{DATA_DIR}/{name}.csv`: columns {cols}")
+        return "\n".join(parts) + ("\n(row counts and values are drawn anew for each "
+                                   "episode)" if parts else "")
 
     # -- grading ----------------------------------------------------------------------
     def probes(self, task: Task, stage: int = 0) -> dict[str, str] | None:
