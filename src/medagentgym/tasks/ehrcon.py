@@ -8,14 +8,15 @@ nothing, so flipping after feedback cannot win); the field count is reported, no
 
 Tasks come from
 
-* ``source="generated"`` (default): notes rendered from the database in use (the imported
+* ``source="generated"`` (the default unless a release was imported): notes rendered from the database in use (the imported
   MIMIC-III demo or full database, else the synthetic one) with inconsistencies of the three
   EHRCon kinds injected and verified (:mod:`medagentgym.tasks.ehrcon_notes`); the paper's
   3,229 / 976 tasks where the database has the records for them, split by patient.
   The reference solution is an independent checker (:mod:`medagentgym.tasks.ehrcon_oracle`)
   that re-reads the note line and queries the tables.
-* ``source="release"``: the credentialed EHRCon annotations and notes, imported with
-  :func:`import_release` (layout in its docstring), on the imported full MIMIC-III.
+* ``source="release"`` (the default once imported): the credentialed EHRCon annotations
+  and notes, imported with :func:`import_release` (layout in its docstring), on the
+  imported full MIMIC-III.
 """
 
 from __future__ import annotations
@@ -275,9 +276,9 @@ def import_release(src: str | os.PathLike[str], home: str | os.PathLike[str] | N
 class EhrConOptions(DatasetOptions):
     """Options of EHRCon."""
 
-    source: Literal["generated", "release"] = option(
-        "generated", "notes generated from the database, or the imported credentialed "
-        "release (import_release)")
+    source: Literal["auto", "generated", "release"] = option(
+        "auto", "the imported credentialed release (import_release) when there is one, else "
+        "notes generated from the database (auto), or one of them")
     database: databases.DatabaseSource = option(
         "auto", "which MIMIC-III build: imported when present else synthetic (auto), or one")
     patients: int = option(databases.DEFAULT_PATIENTS, "patients of the synthetic database",
@@ -320,11 +321,19 @@ class EhrConFamily(DatasetFamily):
         if self._db is None:
             o = self.options
             source = o.database
-            if o.source == "release" and source == "auto":
+            if self.source == "release" and source == "auto":
                 source = "imported"  # annotations of the real notes need the real database
             self._db = databases.resolve(self.database.id, source, patients=o.patients,
                                          seed=o.db_seed, home=self.home)
         return self._db
+
+    @property
+    def source(self) -> str:
+        """``release`` or ``generated`` (``auto``: the release when it was imported)."""
+        if self.options.source != "auto":
+            return self.options.source
+        path = _home.tasks_dir(self.name, self.home) / RELEASE_DIR
+        return "release" if _home.is_finished(path) else "generated"
 
     def release_dir(self) -> Path:
         path = _home.tasks_dir(self.name, self.home) / RELEASE_DIR
@@ -338,8 +347,8 @@ class EhrConFamily(DatasetFamily):
     def _key(self) -> dict[str, Any]:
         o = self.options
         key: dict[str, Any] = {"v": self.cache_version, "db": self.db.build_key,
-                               "source": o.source}
-        if o.source == "generated":
+                               "source": self.source}
+        if self.source == "generated":
             from medagentgym.tasks.ehrcon_notes import GENERATOR_VERSION
 
             key |= {"gen": GENERATOR_VERSION, "seed": o.seed, "train": o.train_size,
@@ -352,10 +361,10 @@ class EhrConFamily(DatasetFamily):
         return self._key()
 
     def cache_prefix(self) -> str:
-        return f"{self.options.source}-{self.db.path.stem}"
+        return f"{self.source}-{self.db.path.stem}"
 
     def notes_dir(self) -> Path:
-        if self.options.source == "release":
+        if self.source == "release":
             return self.release_dir() / "notes"
         digest = hashlib.sha256(json.dumps(self._key(), sort_keys=True).encode()).hexdigest()
         return _home.tasks_dir(self.name, self.home) / f"notes-{digest[:16]}"
@@ -375,7 +384,7 @@ class EhrConFamily(DatasetFamily):
 
     # -- building -------------------------------------------------------------------------
     def build_records(self) -> list[dict[str, Any]]:
-        if self.options.source == "release":
+        if self.source == "release":
             return self._release_records()
         return self._generated_records()
 
