@@ -190,14 +190,6 @@ register(DatasetSpec(
     licence="Apache-2.0 (generated notes); credentialed release: PhysioNet licence",
     databases=("mimic_iii",)))
 
-# --- EHRSQL-2024 on MIMIC-IV: the authors' answers on the open demo (issue 12) -------------
-register(DatasetSpec(
-    "mimic_iv", "medagentgym.tasks.ehrsql2024:MimicIvFamily",
-    "EHRSQL-2024 questions over MIMIC-IV, graded against the authors' answers on the demo",
-    "EHR database QA", in_distribution=False,
-    licence="CC BY 4.0 (questions and answers); ODbL (MIMIC-IV demo)",
-    sources=("ehrsql2024",), databases=("mimic_iv",), splits=("train", "valid", "test")))
-
 # --- BioDSBench: cBioPortal analyses graded by probes of the published asserts (issue 14) ---
 register(DatasetSpec(
     "biodsbench", "medagentgym.tasks.biodsbench:BioDSBenchFamily",
