@@ -231,12 +231,13 @@ def demo(
         options_model,
     )
 
-    console = Console()
+    console = Console()  # the result (the table)
+    log = Console(stderr=True)  # what happens meanwhile
     t_start = time.perf_counter()
     needed = dict.fromkeys(src for name in list_datasets() for src in get_spec(name).sources)
     for source in needed:
         if not home.is_finished(home.raw_dir(source)):
-            console.print(f"fetching question source {source!r}"
+            log.print(f"fetching question source {source!r}"
                           + (f" from {mirror}" if mirror else " from its official location"))
             ensure_source(source, mirror=mirror)
     table = Table("dataset", "split", "tasks", "solved", "success", "turns", "seconds",
@@ -257,4 +258,4 @@ def demo(
                       f"{s.get('success_rate', 0.0):.0%}", f"{s.get('mean_turns', 0.0):.1f}",
                       f"{time.perf_counter() - t0:.1f}")
     console.print(table)
-    console.print(f"done in {time.perf_counter() - t_start:.1f} s; data home: {home.data_home()}")
+    log.print(f"done in {time.perf_counter() - t_start:.1f} s; data home: {home.data_home()}")
