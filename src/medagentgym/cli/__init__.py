@@ -21,6 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    epilog="Results go to stdout (--json for JSON); progress, warnings and errors to stderr.\n\n"
+           "Examples:\n\n  medagentgym tasks datasets\n\n  medagentgym validate treqs --limit 5"
+           "\n\n  medagentgym rollout treqs --model MODEL --base-url URL --out runs/x",
 )
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(bench.app, name="bench")
@@ -58,10 +61,7 @@ def _root(
     show_version: bool = typer.Option(False, "--version", "-V", callback=_print_version,
                                       is_eager=True, help="print the version and exit"),
 ) -> None:
-    """Executable, verifiable, multi-turn environments for biomedical coding agents.
-
-    Results go to stdout (``--json`` for JSON); progress, warnings and errors to stderr.
-    """
+    """Executable, verifiable, multi-turn environments for biomedical coding agents."""
 
 
 attach_examples(app)
