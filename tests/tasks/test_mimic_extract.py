@@ -216,7 +216,7 @@ def _step(env, action: str, **params: Any):
 WALK = r"""
 import os
 hits, labels_like = [], []
-keys = set(open('/data/ml/test_features.csv').read().split('\n')[1].split(',')[:1])
+keys = set(open(DATA + '/test_features.csv').read().split('\n')[1].split(',')[:1])
 key = next(iter(keys)).encode()
 skip = ('/proc', '/sys', '/dev', '/usr', '/lib', '/lib64', '/bin', '/sbin', '/etc')
 for root, dirs, files in os.walk('/'):
@@ -248,7 +248,8 @@ def test_episode_validation_first_then_test_once(tiny):
         obs, info = env.reset(options={"task_id": task.id})
         assert "check_validation" in info["allowed_actions"]
         assert "predictions.csv" in obs and "/data/ml" in obs
-        val_code = mlehr.reference_code(out="val_predictions.csv").replace(
+        data = task.metadata["data_dir"]
+        val_code = mlehr.reference_code(data, "val_predictions.csv").replace(
             'features("test")', 'features("val")')
         obs, r, term, _trunc, info = _step(env, "validate_code", code=val_code)
         assert r == 0.0 and not term and "validation AUROC" in obs
@@ -258,13 +259,13 @@ def test_episode_validation_first_then_test_once(tiny):
         obs, r, term, _, info = _step(env, "validate_code", code=bad)
         assert r == 0.0 and not term and "header" in info["grade"]["reason"]
         cols = truth["columns"]
-        const = ("import pandas as pd\nk = pd.read_csv('/data/ml/test_features.csv')['key']"
+        const = (f"import pandas as pd\nk = pd.read_csv('{data}/test_features.csv')['key']"
                  f".unique()\npd.DataFrame({{'key': k, **{{c: 0.25 for c in {cols!r}}}}})"
                  ".to_csv('predictions.csv', index=False)")
         obs, r, term, _, info = _step(env, "validate_code", code=const)
         assert r == 0.0 and not term and info["grade"]["score"] == 0.0
         assert "test AUROC 0.5000" in info["grade"]["reason"]
-        obs, r, term, _, info = _step(env, "validate_code", code=mlehr.reference_code())
+        obs, r, term, _, info = _step(env, "validate_code", code=task.truth.solution)
         assert r == 0.0 and not term and not info["grade"]["correct"]
         assert "scored once" in info["grade"]["reason"]
     finally:
@@ -278,14 +279,16 @@ def test_oracle_scores_one_and_the_filesystem_holds_no_test_labels(tiny):
         env = mag.make(TINY.name, "test", protocol=protocol)
         try:
             env.reset(options={"task_id": task.id})
-            obs, r, term, _, info = _step(env, "validate_code", code=WALK)
+            data = task.metadata["data_dir"]
+            walk = f"DATA = {data!r}\n" + WALK
+            obs, r, term, _, info = _step(env, "validate_code", code=walk)
             hits = json.loads(obs.split("HITS", 1)[1].split("\n", 1)[0].strip().replace("'", '"'))
             labels = json.loads(obs.split("LABELS", 1)[1].split("\n", 1)[0].strip()
                                 .replace("'", '"'))
-            assert hits == ["/data/ml/test_features.csv"], obs
-            assert labels == ["/data/ml/train_labels.csv", "/data/ml/val_labels.csv"], obs
+            assert hits == [f"{data}/test_features.csv"], obs
+            assert labels == [f"{data}/train_labels.csv", f"{data}/val_labels.csv"], obs
             action = "validate_code" if protocol == "paper" else "submit"
-            obs, r, term, _, info = _step(env, action, code=mlehr.reference_code())
+            obs, r, term, _, info = _step(env, action, code=task.truth.solution)
             assert term and r == pytest.approx(1.0) and info["success"], obs
             assert f"{truth['ref_auroc']:.4f}" in info["grade"]["reason"]
         finally:
@@ -297,7 +300,8 @@ def test_ml_tasks_describe_the_contract(tiny):
     fam = registry.get_family(TINY.name)
     assert fam.score_kind == "continuous" and not fam.needs_answer
     assert task.inputs == {mlehr.MOUNT: task.inputs[mlehr.MOUNT]}
-    mounted = Path(task.inputs[mlehr.MOUNT])
+    mounted = Path(task.inputs[mlehr.MOUNT]) / task.metadata["problem"]
+    assert task.metadata["data_dir"] == f"{mlehr.MOUNT}/vent"
     spec = json.loads((mounted / "task.json").read_text())
     assert spec["prediction_columns"] == [f"p_{c}" for c in mlehr_sources.INTERVENTION_CLASSES]
     assert not any("test_labels" in p.name for p in mounted.iterdir())

@@ -1,7 +1,10 @@
 """EHRSHOT and MIMIC-Extract: train a model on patient features, predict hidden test labels.
 
 One family serves both datasets (``suite`` in the spec). Each task is one prediction problem
-(:mod:`medagentgym.tasks.mlehr_sources`); its directory is mounted read-only at ``/data/ml``:
+(:mod:`medagentgym.tasks.mlehr_sources`) with its own directory ``/data/ml/<problem>/``; the
+split's problems are mounted together, read-only, at ``/data/ml`` (so one sandbox serves every
+episode of a split without a restart; problems are independent draws, and no directory holds
+test labels). A task directory holds
 
 * ``task.json`` (kind, classes or labels, the prediction columns, the layout) and
   ``README.md``;
@@ -61,7 +64,7 @@ if TYPE_CHECKING:
     from medagentgym.tasks.contract import Episode, GradeContext
     from medagentgym.tasks.mlehr_sources import Problem
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 GENERATOR_VERSION = 1
 MOUNT = "/data/ml"
 PREDICTIONS = "predictions.csv"
@@ -165,7 +168,7 @@ print("reference model:", best, "| validation AUROC", round(val[best], 4))
 '''
 
 
-def reference_code(data: str = MOUNT, out: str = PREDICTIONS) -> str:
+def reference_code(data: str, out: str = PREDICTIONS) -> str:
     return REFERENCE_CODE.format(data=data, out=out)
 
 
@@ -412,7 +415,9 @@ class MlEhrFamily(DatasetFamily):
             for split, problems in self.problems().items():
                 for prob in problems:
                     task_id = f"{self.name}-{split}-{prob.name}"
-                    task_dir = tmp / task_id
+                    (tmp / split).mkdir(mode=0o755, exist_ok=True)
+                    os.chmod(tmp / split, 0o755)
+                    task_dir = tmp / split / prob.name
                     write_problem(prob, task_dir)
                     truth = reference_truth(prob, task_dir)
                     problem = degenerate(truth)
@@ -424,17 +429,18 @@ class MlEhrFamily(DatasetFamily):
         records = []
         for split, prob, truth in built:
             task_id = f"{self.name}-{split}-{prob.name}"
-            records.append(self._record(split, task_id, prob, truth, final / task_id))
+            records.append(self._record(split, task_id, prob, truth, final / split))
         return records
 
     def _record(self, split: str, task_id: str, prob: Problem, truth: dict[str, Any],
-                task_dir: Path) -> dict[str, Any]:
+                split_dir: Path) -> dict[str, Any]:
         category = prob.category if self.options.suite == "mimic_extract" else prob.name
         if split == "open":
             category = prob.name
         cols = truth["columns"]
+        data = f"{MOUNT}/{prob.name}"
         goal = (
-            f"{prob.title}.\n\n{prob.description}\n\nThe data is in {MOUNT}/ (read-only): "
+            f"{prob.title}.\n\n{prob.description}\n\nThe data is in {data}/ (read-only): "
             f"task.json (kind, classes/labels, prediction columns), train_features.csv + "
             f"train_labels.csv ({truth['n']['train']} "
             f"{'stays' if prob.layout == 'hourly' else 'rows'}), val_features.csv + "
@@ -448,13 +454,14 @@ class MlEhrFamily(DatasetFamily):
             f"first ({VAL_PREDICTIONS}, same columns, validation keys).")
         task = Task(
             id=task_id, dataset=self.name, category=category, split=split, goal=goal,
-            inputs={MOUNT: str(task_dir)}, allowed_actions=self.allowed_actions,
+            inputs={MOUNT: str(split_dir)}, allowed_actions=self.allowed_actions,
             provenance=Provenance(source=prob.source, licence=prob.licence,
                                   original_id=prob.name),
-            metadata={"problem": prob.name, "group": prob.category, "kind": prob.kind,
+            metadata={"problem": prob.name, "data_dir": data, "group": prob.category,
+                      "kind": prob.kind,
                       "layout": prob.layout, "columns": cols, "n": truth["n"],
                       "ref_auroc": truth["ref_auroc"], "score_kind": "continuous"})
-        gt = GroundTruth(kind="workspace_file", value=truth, solution=reference_code())
+        gt = GroundTruth(kind="workspace_file", value=truth, solution=reference_code(data))
         return self.record(task, gt)
 
     # -- prompting ----------------------------------------------------------------------
@@ -462,7 +469,8 @@ class MlEhrFamily(DatasetFamily):
         return (
             "You are a clinical machine-learning engineer. Python with numpy, pandas, scipy, "
             "statsmodels and scikit-learn is available (no network, no GPU). The task's data "
-            f"is mounted read-only at {MOUNT}/; work in /workspace. Nothing needs to be stored "
+            f"is in {task.metadata.get('data_dir', MOUNT)}/ (read-only); work in /workspace. "
+            "Nothing needs to be stored "
             f"in `answer`: the grader reads /workspace/{PREDICTIONS}. It is scored once: the "
             f"first well-formed {PREDICTIONS} (exactly the test keys, each once, probabilities "
             f"in [0, 1]) is final. Until then each graded run reports the validation AUROC of "
