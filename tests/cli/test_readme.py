@@ -32,7 +32,8 @@ def blocks(language: str) -> list[str]:
 
 def shell_commands() -> list[list[str]]:
     """``medagentgym`` command lines of the bash blocks, comments dropped, continuation lines
-    joined, ``a | b`` alternatives split and ``[--optional]`` parts included."""
+    joined, ``a | b`` alternatives and ``a && b`` / ``a; b`` sequences split, and
+    ``[--optional]`` parts included."""
     out = []
     for block in blocks("bash"):
         text = block.replace("\\\n", " ")
@@ -40,8 +41,10 @@ def shell_commands() -> list[list[str]]:
             line = re.split(r"\s+#", line, maxsplit=1)[0].strip()
             if not line.startswith("medagentgym"):
                 continue
-            for alt in line.split(" | "):
+            for alt in re.split(r" \| | && |; ", line):
                 words = shlex.split(alt.replace("[", " ").replace("]", " "))
+                if not words or (words[0] != "medagentgym" and "=" in words[0]):
+                    continue  # e.g. `VAR=value` in a sequence
                 if words[0] != "medagentgym":
                     words.insert(0, "medagentgym")
                 out.append(words[1:])
