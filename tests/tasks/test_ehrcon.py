@@ -275,9 +275,9 @@ def test_release_importer_and_its_refusals(tmp_path):
         assert fam.grade_value(t, ast.literal_eval(oracle.split("#")[0].split("=", 1)[1].strip())).correct
     assert len(fam.load_tasks("train")) == 1
     # once imported, the release is the default source (the CLI's `validate ehrcon` uses it)
-    assert registry.get_family("ehrcon", database="synthetic", home=home).source == "release"
-    assert registry.get_family("ehrcon", database="synthetic",
-                               home=tmp_path / "other").source == "generated"
+    assert registry.get_family("ehrcon", home=home).source == "release"
+    assert registry.get_family("ehrcon", database="synthetic", home=home).source == "generated"
+    assert registry.get_family("ehrcon", home=tmp_path / "other").source == "generated"
     # refusals, one line each
     bad = tmp_path / "bad"
     (bad / "notes").mkdir(parents=True)

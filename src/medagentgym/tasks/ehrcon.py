@@ -329,11 +329,13 @@ class EhrConFamily(DatasetFamily):
 
     @property
     def source(self) -> str:
-        """``release`` or ``generated`` (``auto``: the release when it was imported)."""
+        """``release`` or ``generated`` (``auto``: the release when it was imported, unless
+        the synthetic database was asked for: its annotations describe the real notes)."""
         if self.options.source != "auto":
             return self.options.source
         path = _home.tasks_dir(self.name, self.home) / RELEASE_DIR
-        return "release" if _home.is_finished(path) else "generated"
+        real = self.options.database != "synthetic"
+        return "release" if real and _home.is_finished(path) else "generated"
 
     def release_dir(self) -> Path:
         path = _home.tasks_dir(self.name, self.home) / RELEASE_DIR
