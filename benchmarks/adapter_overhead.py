@@ -1,7 +1,8 @@
 """What an adapter costs per step: the same ``validate_code`` step (``answer = 1``) taken
 in-process (``AsyncMedAgentEnv.astep``), through the server's REST API
 (:class:`medagentgym.server.client.EnvClient`) and through OpenEnv's own client over the
-server's WebSocket (``openenv.core.GenericEnvClient``), one after another on one task.
+server's WebSocket (``openenv.core.GenericEnvClient``), interleaved step by step on one task
+(the in-process env is the Gymnasium one, ``medagentgym.make``).
 
     python benchmarks/adapter_overhead.py [--steps 200] [--out docs/benchmarks/adapter_overhead.json]
 
@@ -13,7 +14,6 @@ timings are noisy). Needs the ``server`` and ``openenv`` extras; runs in a tempo
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import socket
@@ -48,8 +48,8 @@ def main() -> None:
     import uvicorn
     from openenv.core import GenericEnvClient
 
+    from medagentgym.api import make
     from medagentgym.data.sources import pull
-    from medagentgym.env.env import AsyncMedAgentEnv
     from medagentgym.server.app import create_app
     from medagentgym.server.client import EnvClient
     from medagentgym.tasks.registry import load_tasks
@@ -60,19 +60,6 @@ def main() -> None:
     n = args.steps
     results: dict[str, object] = {"steps": n, "action": ACTION}
 
-    async def in_process() -> list[float]:
-        env = AsyncMedAgentEnv("treqs", "test", tasks=[task], max_turns=10**6, **opts)
-        await env.areset(task)
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            await env.astep(ACTION)
-            times.append(time.perf_counter() - t0)
-        await env.aclose()
-        return times
-
-    results["in_process"] = _ms(asyncio.run(in_process()))
-
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -82,28 +69,30 @@ def main() -> None:
     while not server.started:
         time.sleep(0.05)
     base = f"http://127.0.0.1:{port}"
+    local = make("treqs", "test", tasks=[task], max_turns=10**6, **opts)
+    client = EnvClient(base)
+    rest = client.make("treqs", "test", max_turns=1000, **opts)
+    oe = GenericEnvClient(base_url=f"{base}/openenv/treqs").sync()
+    oe.connect()
     try:
-        client = EnvClient(base)
-        env = client.make("treqs", "test", max_turns=1000, **opts)
-        env.reset(task_id=task.id)
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            env.step(ACTION)
-            times.append(time.perf_counter() - t0)
-        env.close()
-        client.close()
-        results["rest"] = _ms(times)
-
-        with GenericEnvClient(base_url=f"{base}/openenv/treqs").sync() as oe:
-            oe.reset(task_id=task.id, options={**opts, "max_turns": 1000})
-            times = []
-            for _ in range(n):
+        local.reset(options={"task_id": task.id})
+        rest.reset(task_id=task.id)
+        oe.reset(task_id=task.id, options={**opts, "max_turns": 1000})
+        paths = {"in_process": local.step, "rest": rest.step, "openenv_ws": oe.step}
+        times: dict[str, list[float]] = {k: [] for k in paths}
+        for i in range(n):  # interleaved: the machine's load changes hit every path alike
+            order = list(paths)[i % 3:] + list(paths)[: i % 3]
+            for name in order:
                 t0 = time.perf_counter()
-                oe.step(ACTION)
-                times.append(time.perf_counter() - t0)
-        results["openenv_ws"] = _ms(times)
+                paths[name](ACTION)
+                times[name].append(time.perf_counter() - t0)
+        for name, v in times.items():
+            results[name] = _ms(v)
     finally:
+        oe.close()
+        rest.close()
+        client.close()
+        local.close()
         server.should_exit = True
         thread.join(20)
 
