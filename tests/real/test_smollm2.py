@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.timeout(5400),
     pytest.mark.skipif(os.environ.get("MEDAGENTGYM_REAL_MODEL") != "1",
                        reason="the real-model check runs in `make test-real` "
                               "(MEDAGENTGYM_REAL_MODEL=1)"),

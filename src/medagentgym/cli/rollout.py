@@ -213,7 +213,10 @@ def _local_models(model_cfg: Any, debug_cfg: Any, quiet: bool) -> Any:
         with local.local_endpoint(model_cfg.model, context_window=model_cfg.context_window,
                                   log=log) as url:
             name = local.served_name(model_cfg.model)
-            cfg = model_cfg.with_overrides(model=name, base_url=url)
+            # one generation at a time on the CPU: a request waits for the ones before it,
+            # so the client's timeout must cover the queue (unless the user set one)
+            slow = {} if "timeout" in model_cfg.model_fields_set else {"timeout": 3600.0}
+            cfg = model_cfg.with_overrides(model=name, base_url=url, **slow)
             dbg = debug_cfg
             if dbg is not None and dbg.model == model_cfg.model and not dbg.base_url:
                 dbg = dbg.with_overrides(model=name, base_url=url)
