@@ -51,6 +51,10 @@ CLONE_NEWPID = 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
+#: pooled workers: each episode's /tmp and /workspace live under here (root only, 0700)
+EPISODES = "/episodes"
+SANDBOX_WORKSPACE = "/workspace"
+MAX_EPISODE_ID = 2**31
 PR_SET_DUMPABLE = 4
 PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24
@@ -321,12 +325,34 @@ def _apply_limits(limits):
 def _become_payload(cfg):
     """In P: its own view, a new session, unprivileged identity, no capabilities, the seccomp
     filter. Irreversible. P stays non-dumpable until its request arrives."""
+    _payload_view(cfg)
+    _drop_privileges(cfg, cfg.get("uid"), cfg.get("gid"))
+
+
+def _payload_view(cfg):
+    """In P, first half (privileged): its own mount/IPC view and session."""
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     if cfg.get("private_view"):
         _private_view(cfg)
     os.setsid()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    uid, gid = cfg.get("uid"), cfg.get("gid")
+
+
+def _enter_episode(ep):
+    """In a pooled worker's P, still privileged, once its request names the episode: bind
+    that episode's /tmp and /workspace (tmpfs mounts the zygote keeps under the root-only
+    /episodes) over /tmp and /workspace, then detach /episodes whole, so that no other
+    episode's files exist in this view (P's mounts are private: the zygote keeps them)."""
+    base = f"{EPISODES}/{int(ep)}"
+    _mount(f"{base}/tmp", "/tmp", None, MS_BIND | MS_REC)
+    _mount(f"{base}/workspace", SANDBOX_WORKSPACE, None, MS_BIND | MS_REC)
+    _umount(EPISODES)
+    if os.listdir(EPISODES):  # fail closed: never run agent code beside other episodes
+        raise OSError("other episodes are still visible")
+
+
+def _drop_privileges(cfg, uid, gid):
+    """In P, second half: unprivileged identity, no capabilities, the seccomp filter."""
     if cfg.get("drop_privileges"):
         for cap in range(CAP_LAST + 1):  # needs CAP_SETPCAP, so before changing uid
             _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
@@ -568,11 +594,26 @@ def _payload_main(cfg, req_r, out_w, err_w, res_w):
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
         for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        _become_payload(cfg)
-        data = _recv_frame(req_r)  # blocks while the sandbox is idle
-        if not data:
-            os._exit(0)
-        req = json.loads(data)
+        if cfg.get("pool"):
+            # a pooled worker serves many episodes: which one (its files, its uid) is known
+            # only once the request arrives, so P waits privileged, in its own view
+            _payload_view(cfg)
+            data = _recv_frame(req_r)
+            if not data:
+                os._exit(0)
+            req = json.loads(data)
+            uid, gid = req.get("uid"), req.get("gid")
+            if not (isinstance(req.get("ep"), int) and isinstance(uid, int)
+                    and isinstance(gid, int)):
+                raise ValueError("pooled request without its episode")
+            _enter_episode(req["ep"])
+            _drop_privileges(cfg, uid, gid)
+        else:
+            _become_payload(cfg)
+            data = _recv_frame(req_r)  # blocks while the sandbox is idle
+            if not data:
+                os._exit(0)
+            req = json.loads(data)
         if not req.get("has_probes"):
             os.close(req_r)
         _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # its own /proc/self again (RLIMIT_CORE is 0)
@@ -1110,6 +1151,134 @@ def _reset(cfg, req):
     _episode_mounts(cfg, first=False)
 
 
+# --------------------------------------------------------------------------- pooled episodes
+
+
+def _ep_open(cfg, ep, uid, gid):
+    """In a pooled zygote: a fresh, budgeted /tmp and /workspace for episode ``ep`` under
+    /episodes/<ep> (root only), owned by the episode's uid; an older one is detached whole."""
+    pool = cfg["pool"]
+    base = f"{EPISODES}/{ep}"
+    _ep_close(ep)
+    os.mkdir(base, 0o700)
+    inodes = int(pool["inodes"])
+    for name, size, mode in (("tmp", pool["tmp_bytes"], 0o1777),
+                             ("workspace", pool["workspace_bytes"], 0o700)):
+        target = f"{base}/{name}"
+        os.mkdir(target, 0o700)
+        owner = (0, 0) if name == "tmp" else (uid, gid)
+        _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV,
+               f"size={int(size)},nr_inodes={inodes},mode={mode:o},uid={owner[0]},gid={owner[1]}")
+    for stash, root in pool.get("tmp_roots") or []:
+        target = f"{base}/tmp{root[len('/tmp'):]}"
+        os.makedirs(target, mode=0o755, exist_ok=True)
+        _mount(stash, target, None, MS_BIND | MS_REC)
+        _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _ep_close(ep):
+    """Detach an episode's mounts (any tree, any depth: nothing walks them) and its dirs."""
+    base = f"{EPISODES}/{ep}"
+    if not os.path.isdir(base):
+        return
+    for name in ("tmp", "workspace"):
+        target = f"{base}/{name}"
+        if os.path.ismount(target):
+            _umount(target)
+        if os.path.isdir(target):
+            os.rmdir(target)
+    os.rmdir(base)
+
+
+def _pool_request(cfg, req, episodes):
+    """Validate a pooled request's episode, creating its state when it is new (or was
+    reset: ``fresh``); returns the episode id. ``episodes``: id -> generation."""
+    ep, uid, gid = req.get("ep"), req.get("uid"), req.get("gid")
+    for value in (ep, uid, gid):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_EPISODE_ID:
+            raise ValueError("a pooled request names its episode and uid (integers)")
+    if req.get("fresh") or ep not in episodes:
+        _ep_open(cfg, ep, uid, gid)
+        episodes[ep] = next(_generations)
+    return ep
+
+
+_generations = iter(range(1, 2**62))
+
+
+def _pool_main(cfg, host_in, host_fds):
+    """The request loop of a pooled zygote: many episodes, one execution at a time.
+
+    The spare (runner + privileged payload, made ahead of the request) holds a copy of the
+    mount table from when it was forked; it serves an episode only if that episode's mounts
+    have not changed since (``snap``), else it is thrown away and a new one forked."""
+    episodes = {}
+    spare, snap = None, {}
+    for line in host_in:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            req = json.loads(line)
+            rid = req.get("id")
+            op = req.get("op")
+        except (ValueError, AttributeError) as exc:
+            _send({"id": None, "status": "killed", "error": f"bad request: {exc}"})
+            continue
+        if op == "exit":
+            break
+        if op == "ep_close":
+            result = {"status": "ok"}
+            ep = req.get("ep")
+            if isinstance(ep, int) and ep in episodes:
+                if spare is not None and ep in snap:  # it pins the episode's files
+                    _discard(spare)
+                    spare = None
+                try:
+                    _ep_close(ep)
+                    del episodes[ep]
+                except OSError as exc:
+                    result = {"status": "error", "error": f"close failed: {exc}"}
+            result["id"] = rid
+            _send(result)
+            continue
+        if op == "stats":
+            _send({"id": rid, "status": "ok", "episodes": len(episodes)})
+            continue
+        if op not in ("exec", "run", "read_file", "write_file"):
+            _send({"id": rid, "status": "killed", "error": f"unknown op {op!r}"})
+            continue
+        try:
+            ep = _pool_request(cfg, req, episodes)
+        except Exception as exc:
+            _send({"id": rid, "status": "killed", "error": f"episode setup failed: {exc}"})
+            continue
+        req.pop("fresh", None)
+        if spare is not None and snap.get(ep) != episodes[ep]:
+            _discard(spare)
+            spare = None
+        if spare is None:
+            spare, snap = _fork_runner(cfg, host_fds), dict(episodes)
+        pid, req_w, reply_r = spare
+        try:
+            _write_all(req_w, json.dumps(req).encode())
+        except OSError:
+            pass
+        os.close(req_w)
+        spare, snap = _fork_runner(cfg, (*host_fds, reply_r)), dict(episodes)
+        data = _read_all(reply_r)
+        os.close(reply_r)
+        try:
+            result = json.loads(data) if data else None
+        except (ValueError, RecursionError):
+            result = None
+        if not isinstance(result, dict):
+            result = {"status": "killed", "error": "sandbox runner died without reporting"}
+        result["id"] = rid
+        _send(result)
+        os.waitpid(pid, 0)
+
+
 def main():
     # The host channel must not leak into payloads: keep it on high, close-on-exec fds.
     host_in = os.fdopen(os.dup(0), "r", buffering=1)
@@ -1139,6 +1308,9 @@ def main():
            "services": [int(svc["port"]) for svc in cfg.get("services") or []]})
     del forwarder  # it dies with the zygote (PR_SET_PDEATHSIG) or with the PID namespace
     host_fds = (host_in.fileno(), host_out_fd)
+    if cfg.get("pool"):
+        _pool_main(cfg, host_in, host_fds)
+        return
     spare = _fork_runner(cfg, host_fds)
     for line in host_in:
         line = line.strip()

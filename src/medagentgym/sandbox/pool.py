@@ -1,0 +1,301 @@
+"""Cheap episodes: a few warm workers serve many episodes (``bwrap`` only).
+
+>>> from medagentgym.sandbox.pool import SandboxPool
+>>> async with SandboxPool({"/data/db.sqlite": "mimic.db"}) as pool:  # doctest: +SKIP
+...     async with pool.episode() as ep:       # no process, no mount until it runs code
+...         r = await ep.execute("answer = 1 + 1")
+...         await ep.reset()                    # host-side only: the next call gets fresh state
+
+Today's :class:`~medagentgym.sandbox.bwrap.BwrapSandbox` gives every episode its own warm
+process tree (bubblewrap, zygote, spare runner and payload). A :class:`SandboxPool` starts
+``workers`` of those zygotes (default: one per CPU) in *pooled* mode, and an episode becomes
+only its private writable state inside one of them:
+
+* a ``/tmp`` and a ``/workspace`` tmpfs (each with its size and inode budget), owned by the
+  episode's own uid, mounted by the zygote under ``/episodes/<id>`` — a root-only (0700)
+  directory of the worker's mount namespace that no payload ever sees;
+* every execution forks from the warm zygote as before; its payload, still privileged in its
+  own mount namespace, binds that episode's two mounts over ``/tmp`` and ``/workspace``,
+  detaches ``/episodes`` whole (the other episodes' files no longer exist in its view), and
+  only then drops to the episode's uid, every capability and the seccomp filter;
+* an episode is pinned to the worker that holds its files; a worker runs one execution at
+  a time, so executions of episodes sharing a worker queue (no two of them are ever alive
+  at once: nothing to signal, trace or talk to over IPC, and every payload is PID 1 of a PID
+  namespace that dies with it).
+
+An idle episode is a Python object on the host and, once it has run code, two empty tmpfs
+superblocks in the worker (kilobytes; ``benchmarks/server_load.py`` measures it): no process.
+``reset()`` is host-side (a new uid, and the next request asks the zygote for fresh mounts);
+``close()`` detaches the mounts.
+
+Not pooled: families with services (``make_services``, e.g. MedAgentBench's FHIR server). A
+worker's forwarder relays 127.0.0.1:PORT to one service socket, and a service holds state
+(the records an episode wrote): sharing it between episodes would let one episode read or
+change what another wrote, so such families keep a dedicated sandbox per episode
+(:class:`SandboxPool` refuses ``services``).
+
+A worker that dies takes its episodes' files with it (as a dedicated sandbox's restart does
+today); the next request of each of them gets fresh, empty state on the restarted worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from medagentgym.errors import ConfigurationError, SandboxError
+from medagentgym.sandbox.base import (
+    SandboxLimits,
+    WorkerSandbox,
+    _allocate_uid,
+    sandbox_uid_range,
+)
+from medagentgym.sandbox.bwrap import BwrapSandbox
+
+__all__ = ["PoolWorker", "PooledEpisode", "SandboxPool"]
+
+#: most episodes one pool keeps at once (each needs a distinct uid from this process's range)
+MAX_EPISODES = len(sandbox_uid_range()) - 96
+
+
+class PoolWorker(BwrapSandbox):
+    """A bwrap zygote in pooled mode: it keeps many episodes' mounts under ``/episodes``."""
+
+    name = "bwrap-pool"
+
+    def _worker_config(self) -> dict[str, Any]:
+        cfg = super()._worker_config()
+        cfg["pool"] = cfg.pop("episode")
+        cfg["uid"] = cfg["gid"] = None  # each request names its episode's uid
+        return cfg
+
+    def _bwrap_args(self) -> list[str]:
+        args = super()._bwrap_args()
+        i = args.index("--remount-ro")
+        return [*args[:i], "--perms", "0700", "--size", str(4 * 1024**2),
+                "--tmpfs", "/episodes", *args[i:]]
+
+    def _new_episode_identity(self) -> dict[str, int]:
+        return {}
+
+    async def reset(self) -> None:  # a worker has no episode of its own
+        return None
+
+
+class PooledEpisode(WorkerSandbox):
+    """One episode of a :class:`SandboxPool`: the ``WorkerSandbox`` interface (execute, run,
+    read_file, write_file, reset, close, probes, limits), served by a shared worker."""
+
+    name = "bwrap-pool"
+    isolates = True
+    host_workdir = False
+
+    def __init__(self, pool: SandboxPool, ep: int) -> None:
+        super().__init__(None, limits=pool.limits, preload="none")
+        self.pool = pool
+        self.ep = ep
+        self.worker: PoolWorker | None = None
+        self.uid = self.gid = 0
+        self._fresh = True
+
+    # what the shared worker knows, seen from the episode (tests kill the worker through it)
+    @property
+    def _proc(self) -> Any:  # type: ignore[override]
+        return self.worker._proc if self.worker is not None else None
+
+    @_proc.setter
+    def _proc(self, value: Any) -> None:
+        pass
+
+    @property
+    def restarts(self) -> int:  # type: ignore[override]
+        return self.worker.restarts if self.worker is not None else 0
+
+    @restarts.setter
+    def restarts(self, value: int) -> None:
+        pass
+
+    @property
+    def info(self) -> dict[str, Any]:  # type: ignore[override]
+        base = dict(self.worker.info) if self.worker is not None else {}
+        base.update({"episode": self.ep, "uid": self.uid, "pooled": True})
+        return base
+
+    @info.setter
+    def info(self, value: dict[str, Any]) -> None:
+        pass
+
+    def _command(self, config: dict[str, Any]) -> list[str]:  # pragma: no cover - unused
+        raise SandboxError("a pooled episode has no process of its own")
+
+    async def start(self) -> None:
+        if self._closed:
+            raise SandboxError("sandbox is closed")
+        if self.worker is None:
+            self.worker = await self.pool._attach(self)
+
+    async def reset(self) -> None:
+        """A new episode: a new uid now; the worker mounts fresh /tmp and /workspace at this
+        episode's next request (nothing runs in between, so nothing can see the old ones)."""
+        if self.worker is None:
+            return
+        self.pool._new_identity(self)
+        self._fresh = True
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            await self.pool._detach(self, worker, self._fresh)
+
+    async def _raw_request(self, req: dict[str, Any], timeout: float,
+                           extra_wait: float = 0.0) -> dict[str, Any] | str:
+        if self.worker is None:
+            await self.start()
+        assert self.worker is not None
+        req.update({"ep": self.ep, "uid": self.uid, "gid": self.gid})
+        if self._fresh:
+            req["fresh"] = True
+            self._fresh = False
+        return await self.worker._raw_request(req, timeout, extra_wait)
+
+    def _request_limits(self) -> dict[str, int]:
+        assert self.worker is not None
+        return self.worker._request_limits()
+
+    async def _control(self, req: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+        raise SandboxError("a pooled episode takes no control requests")
+
+
+class SandboxPool:
+    """``workers`` warm bwrap zygotes (default: one per CPU) sharing one set of read-only
+    ``inputs``, serving any number of episodes (up to :data:`MAX_EPISODES`)."""
+
+    def __init__(
+        self,
+        inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+        *,
+        workers: int | None = None,
+        limits: SandboxLimits | None = None,
+        preload: str | Sequence[str] = "core",
+        env: Mapping[str, str] | None = None,
+        start_timeout: float = 60.0,
+        services: Mapping[int, Any] | None = None,
+    ) -> None:
+        if services:
+            raise ConfigurationError(
+                "a sandbox pool cannot share services between episodes (one episode could "
+                "reach the state another wrote); use a dedicated sandbox (create_sandbox) for "
+                "families with services")
+        n = workers if workers is not None else (len(os.sched_getaffinity(0)) or 1)
+        if not isinstance(n, int) or n < 1:
+            raise ConfigurationError(f"pool workers must be a positive integer: {workers!r}")
+        self.inputs = {str(k): Path(v) for k, v in (inputs or {}).items()}
+        self.limits = limits or SandboxLimits()
+        self.workers = [PoolWorker(self.inputs, limits=self.limits, preload=preload, env=env,
+                                   start_timeout=start_timeout) for _ in range(n)]
+        self._load = [0] * n
+        self._ids = itertools.count(1)
+        self._live_uids: set[int] = set()
+        self._episodes: set[PooledEpisode] = set()
+        self._start_lock: asyncio.Lock | None = None
+        self._started = [False] * n
+        self._closed = False
+
+    @property
+    def privileged(self) -> bool:
+        return self.workers[0].privileged
+
+    def episode(self) -> PooledEpisode:
+        """A new, unstarted episode (``await ep.start()`` or ``async with``)."""
+        if self._closed:
+            raise SandboxError("sandbox pool is closed")
+        return PooledEpisode(self, next(self._ids))
+
+    def __len__(self) -> int:
+        return len(self._episodes)
+
+    async def start(self) -> None:
+        """Start every worker now (otherwise each starts at its first episode)."""
+        await asyncio.gather(*(self._ensure(i) for i in range(len(self.workers))))
+
+    async def _ensure(self, i: int) -> None:
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        if self._started[i]:
+            return
+        async with self._start_lock:
+            if not self._started[i]:
+                await self.workers[i].start()
+                self._started[i] = True
+
+    def _new_identity(self, ep: PooledEpisode) -> None:
+        if not self.privileged:
+            return  # a user namespace maps one uid: episodes are kept apart by mounts only
+        self._live_uids.discard(ep.uid)
+        for _ in range(len(sandbox_uid_range())):
+            uid = _allocate_uid()
+            if uid not in self._live_uids:
+                break
+        else:  # pragma: no cover - bounded by MAX_EPISODES
+            raise SandboxError("no free sandbox uid")
+        self._live_uids.add(uid)
+        ep.uid = ep.gid = uid
+
+    async def _attach(self, ep: PooledEpisode) -> PoolWorker:
+        if self._closed:
+            raise SandboxError("sandbox pool is closed")
+        if len(self._episodes) >= MAX_EPISODES:
+            raise SandboxError(f"sandbox pool is full ({MAX_EPISODES} episodes); close some")
+        i = min(range(len(self.workers)), key=self._load.__getitem__)
+        await self._ensure(i)
+        self._load[i] += 1
+        self._episodes.add(ep)
+        self._new_identity(ep)
+        return self.workers[i]
+
+    async def _detach(self, ep: PooledEpisode, worker: PoolWorker, never_ran: bool) -> None:
+        self._episodes.discard(ep)
+        self._live_uids.discard(ep.uid)
+        i = self.workers.index(worker)
+        self._load[i] -= 1
+        if never_ran or worker._proc is None or worker._proc.returncode is not None:
+            return  # nothing of it in the worker
+        with contextlib.suppress(Exception):
+            await worker._control({"op": "ep_close", "ep": ep.ep})
+
+    async def stats(self) -> list[dict[str, Any]]:
+        """Per worker: its pid, episodes attached here, episodes holding mounts there."""
+        out = []
+        for i, w in enumerate(self.workers):
+            row: dict[str, Any] = {"attached": self._load[i],
+                                   "pid": w._proc.pid if w._proc is not None else None}
+            if w._proc is not None and w._proc.returncode is None:
+                reply = await w._control({"op": "stats"})
+                row["mounted"] = reply.get("episodes")
+            out.append(row)
+        return out
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for ep in list(self._episodes):
+            ep._closed = True
+            ep.worker = None
+        self._episodes.clear()
+        await asyncio.gather(*(w.close() for w in self.workers), return_exceptions=True)
+
+    async def __aenter__(self) -> SandboxPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
