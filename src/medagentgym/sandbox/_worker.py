@@ -50,6 +50,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MS_SLAVE, MS_SHARED = 1 << 19, 1 << 20
 MNT_DETACH = 2
 #: pooled workers: each episode's /tmp and /workspace live under here (root only, 0700)
 EPISODES = "/episodes"
@@ -219,7 +220,9 @@ def _private_view(cfg):
     if _libc.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare(mount, ipc) failed: {os.strerror(err)}")
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # a pooled worker's spare keeps receiving the zygote's episode mounts (/episodes is
+    # shared there: a slave here) until its request names its episode (_enter_episode)
+    _mount(None, "/", None, MS_REC | (MS_SLAVE if cfg.get("pool") else MS_PRIVATE))
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     shm = int(cfg.get("shm_bytes") or 64 * 1024 * 1024)
     for name, value in (("shmmax", shm), ("shmall", max(1, shm // 4096)), ("shmmni", 32),
@@ -338,17 +341,24 @@ def _payload_view(cfg):
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _enter_episode(ep):
+def _enter_episode(ep, uid):
     """In a pooled worker's P, still privileged, once its request names the episode: bind
     that episode's /tmp and /workspace (tmpfs mounts the zygote keeps under the root-only
     /episodes) over /tmp and /workspace, then detach /episodes whole, so that no other
-    episode's files exist in this view (P's mounts are private: the zygote keeps them)."""
+    episode's files exist in this view, and cut every propagation (the zygote keeps its
+    mounts; nothing it mounts later reaches this view)."""
     base = f"{EPISODES}/{int(ep)}"
+    pool_dev = os.stat(EPISODES).st_dev
     _mount(f"{base}/tmp", "/tmp", None, MS_BIND | MS_REC)
     _mount(f"{base}/workspace", SANDBOX_WORKSPACE, None, MS_BIND | MS_REC)
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _umount(EPISODES)
-    if os.listdir(EPISODES):  # fail closed: never run agent code beside other episodes
+    # fail closed: never run agent code beside other episodes, or in state not its own
+    if os.listdir(EPISODES):
         raise OSError("other episodes are still visible")
+    ws = os.stat(SANDBOX_WORKSPACE)
+    if pool_dev in (ws.st_dev, os.stat("/tmp").st_dev) or ws.st_uid != uid:
+        raise OSError("the episode's mounts are not in place")
 
 
 def _drop_privileges(cfg, uid, gid):
@@ -606,7 +616,7 @@ def _payload_main(cfg, req_r, out_w, err_w, res_w):
             if not (isinstance(req.get("ep"), int) and isinstance(uid, int)
                     and isinstance(gid, int)):
                 raise ValueError("pooled request without its episode")
-            _enter_episode(req["ep"])
+            _enter_episode(req["ep"], uid)
             _drop_privileges(cfg, uid, gid)
         else:
             _become_payload(cfg)
@@ -1207,13 +1217,13 @@ _generations = iter(range(1, 2**62))
 
 
 def _pool_main(cfg, host_in, host_fds):
-    """The request loop of a pooled zygote: many episodes, one execution at a time.
-
-    The spare (runner + privileged payload, made ahead of the request) holds a copy of the
-    mount table from when it was forked; it serves an episode only if that episode's mounts
-    have not changed since (``snap``), else it is thrown away and a new one forked."""
+    """The request loop of a pooled zygote: many episodes, one execution at a time, each
+    in the spare (runner + payload) forked ahead while the previous one ran."""
     episodes = {}
-    spare, snap = None, {}
+    # mounts made under /episodes propagate into the spare's view (a slave copy), so the
+    # spare forked ahead can serve any episode, even one opened or reset after it was forked
+    _mount(None, EPISODES, None, MS_SHARED)
+    spare = None
     for line in host_in:
         line = line.strip()
         if not line:
@@ -1231,9 +1241,6 @@ def _pool_main(cfg, host_in, host_fds):
             result = {"status": "ok"}
             ep = req.get("ep")
             if isinstance(ep, int) and ep in episodes:
-                if spare is not None and ep in snap:  # it pins the episode's files
-                    _discard(spare)
-                    spare = None
                 try:
                     _ep_close(ep)
                     del episodes[ep]
@@ -1254,18 +1261,15 @@ def _pool_main(cfg, host_in, host_fds):
             _send({"id": rid, "status": "killed", "error": f"episode setup failed: {exc}"})
             continue
         req.pop("fresh", None)
-        if spare is not None and snap.get(ep) != episodes[ep]:
-            _discard(spare)
-            spare = None
         if spare is None:
-            spare, snap = _fork_runner(cfg, host_fds), dict(episodes)
+            spare = _fork_runner(cfg, host_fds)
         pid, req_w, reply_r = spare
         try:
             _write_all(req_w, json.dumps(req).encode())
         except OSError:
             pass
         os.close(req_w)
-        spare, snap = _fork_runner(cfg, (*host_fds, reply_r)), dict(episodes)
+        spare = _fork_runner(cfg, (*host_fds, reply_r))
         data = _read_all(reply_r)
         os.close(reply_r)
         try:
