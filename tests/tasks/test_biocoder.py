@@ -13,7 +13,7 @@ import pytest
 import medagentgym as mag
 from medagentgym.tasks import biocoder_corpus as bc
 from medagentgym.tasks import registry
-from medagentgym.tasks.biocoder import BioCoderFamily, same_value
+from medagentgym.tasks.biocoder import BioCoderFamily, _case_matches, raised_type, same_value
 from medagentgym.types import Task
 
 SPEC = registry.DatasetSpec(
@@ -76,6 +76,72 @@ def test_inputs_follow_the_parameters_use_and_are_deterministic():
     assert all(len(args) == 2 for args in a)
 
 
+def test_file_parameters_get_staged_files_chosen_from_the_goldens_use():
+    reader = bc.analyse("1", "c", "def read_cols(bim_fn):\n    out = []\n"
+                                  "    with open(bim_fn) as fh:\n        for line in fh:\n"
+                                  "            out.append(line.rstrip().split('\\t')[3])\n"
+                                  "    return out\n")
+    assert bc.param_roles(reader) == {"bim_fn": "file"} and not bc.opaque_params(reader)
+    a = bc.candidate_inputs(reader, "biocoder-test-public-0001")
+    assert a == bc.candidate_inputs(reader, "biocoder-test-public-0001")  # deterministic
+    assert a != bc.candidate_inputs(reader, "biocoder-test-public-0002")
+    paths = {arg.split("Path(")[1] for (arg,) in a}
+    assert len(paths) == len(a)  # one staged file per case
+    assert all(f"'{bc.FILE_DIR}/{bc.FILE_PREFIX}" in p for p in paths)
+    texts = [ast_literal(arg) for (arg,) in a]
+    assert sum("\t" in t for t in texts) > len(texts) // 3  # the separator it splits on
+    assert max(t.count("\n") for t in texts) >= 3
+    fasta = bc.analyse("2", "c", "def n_records(fasta_path):\n"
+                                 "    return len(list(SeqIO.parse(fasta_path, 'fasta')))\n")
+    assert any(ast_literal(arg).startswith(">")
+               for (arg,) in bc.candidate_inputs(fasta, "s"))
+    # a file name taken apart (never opened) is a path string; options read by key, a dict
+    name = bc.analyse("3", "c", "def is_fq(args, file_name):\n    if args.get('fastq'):\n"
+                                "        return True\n"
+                                "    return file_name.lower().endswith('.fq')\n")
+    assert bc.param_roles(name) == {"args": "dict_lit", "file_name": "path"}
+    for opts, fname in bc.candidate_inputs(name, "s"):
+        assert set(eval(opts)) <= {"fastq"} and isinstance(eval(fname), str)
+    # an object without a recognisable use stays excluded
+    obj = bc.analyse("4", "c", "def f(model, x):\n    return model.predict(x)\n")
+    assert bc.opaque_params(obj) == ["model"]
+
+
+def ast_literal(arg: str) -> str:
+    """The text a staging expression writes (its first string literal)."""
+    import ast
+
+    call = ast.parse(arg, mode="eval").body
+    return next(n.value for n in ast.walk(call)
+                if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                and not n.value.startswith(("pathlib", bc.FILE_DIR)))
+
+
+def test_array_table_and_tuple_inputs_follow_the_use():
+    fn = bc.analyse("1", "c", "def f(signal, seg_table, vals):\n"
+                              "    for start, size, val in seg_table:\n        pass\n"
+                              "    return signal[signal > 1] * 2, vals.median()\n")
+    kinds = bc.param_kinds(fn)
+    assert kinds["seg_table"][0] == "list_tuple3"
+    assert kinds["vals"][0] == "series_float"
+    assert "array_float" in kinds["signal"]
+    rows = eval(bc.make_expr("list_tuple3", random.Random(1)))
+    assert rows and all(isinstance(r, tuple) and len(r) == 3 for r in rows)
+
+
+def test_exceptions_are_compared_by_type_on_the_host():
+    from medagentgym.sandbox.base import ProbeValue
+
+    want = {"raises": "ValueError"}
+    assert raised_type("ValueError: bad input") == "ValueError"
+    assert raised_type("probe failed") is None and raised_type(None) is None
+    assert _case_matches(want, ProbeValue(error="ValueError: x"))
+    assert not _case_matches(want, ProbeValue(error="KeyError: 'x'"))
+    assert not _case_matches(want, ProbeValue(value="ValueError", type="str"))
+    assert not _case_matches(want, None)
+    assert not _case_matches({"value": 1, "type": "int"}, ProbeValue(error="ValueError: x"))
+
+
 # --------------------------------------------------------------------------- the tasks
 
 
@@ -125,8 +191,12 @@ def test_tasks_are_built_with_hidden_cases_and_deterministic_ids(tasks):
     for t in _all(tasks):
         cases = t.truth.value["cases"]
         assert len(cases) == 5
-        outs = {json.dumps(c["value"], sort_keys=True) for c in cases}
+        outs = {json.dumps(c["value"], sort_keys=True) for c in cases if "raises" not in c}
         assert len(outs) >= 2  # a constant function cannot pass
+        assert sum("raises" in c for c in cases) <= 1
+        # a staged file's path is never an expected value
+        assert not any(f"{bc.FILE_DIR}/{bc.FILE_PREFIX}" in json.dumps(c.get("value"))
+                       for c in cases)
 
 
 def test_hidden_inputs_and_expectations_never_appear_in_the_prompt(tasks):
@@ -267,3 +337,52 @@ def test_nothing_hidden_is_readable_in_the_sandbox(env, tasks):
         value = json.dumps(case["value"])
         if len(value) > 6:
             assert value not in seen
+
+
+def _file_tasks(tasks, n: int) -> list[Task]:
+    found = [t for t in sorted(_all(tasks), key=lambda t: t.id)
+             if any("write_text" in a for c in t.truth.value["cases"] for a in c["args"])]
+    random.Random(16).shuffle(found)
+    return found[:n]
+
+
+def test_file_input_tasks_exist_and_cheats_reading_the_file_score_zero(tasks):
+    """Tasks whose functions read a file: gold passes on the staged files; stubs that read
+    nothing, or return the file's size, first line or lines, score 0."""
+    chosen = _file_tasks(tasks, 5)
+    assert len(chosen) >= 3
+    with mag.make("biocoder", "test", tasks=chosen) as e:
+        for task in chosen:
+            reward, obs = _episode(e, task, task.truth.solution)
+            assert reward == 1.0, (task.id, obs[-600:])
+            params = task.metadata["params"]
+            fidx = next(i for i, a in enumerate(task.truth.value["cases"][0]["args"])
+                        if "write_text" in a)
+            p = params[fidx]
+            cheats = {
+                "reads nothing": _with_body(task, "return 0"),
+                "file size": _with_body(task, f"import os; return os.path.getsize({p})"),
+                "first line": _with_body(task, f"return open({p}).readline()"),
+                "lines": _with_body(task, f"return open({p}).read().splitlines()"),
+            }
+            for name, code in cheats.items():
+                reward, obs = _episode(e, task, code)
+                assert reward == 0.0, (task.id, name, obs[-400:])
+
+
+def test_a_case_expecting_an_exception_needs_the_exception(tasks):
+    raising = [t for t in sorted(_all(tasks), key=lambda t: t.id)
+               if any("raises" in c for c in t.truth.value["cases"])]
+    if not raising:
+        pytest.skip("no kept task expects an exception")
+    task = raising[0]
+    name = task.metadata["function"]
+    # the golden, but swallowing every exception: the raising case tells it apart
+    wrapped = (task.truth.solution + f"\n\n_gold_{name} = {name}\n\n"
+               f"def {name}(*a, **k):\n    try:\n        return _gold_{name}(*a, **k)\n"
+               f"    except Exception:\n        return None\n")
+    with mag.make("biocoder", "test", tasks=[task]) as e:
+        reward, obs = _episode(e, task, task.truth.solution)
+        assert reward == 1.0, obs[-600:]
+        reward, obs = _episode(e, task, wrapped)
+        assert reward == 0.0, obs[-400:]

@@ -17,6 +17,13 @@ host; the sandbox sees the hidden inputs only as probe text, after the agent's c
 with its output discarded. Grading compares returned values on the host (floats within
 ``rel 1e-6 / abs 1e-9``, lists and tuples alike, bool distinct from int); all hidden cases
 must match.
+
+Functions that read a file get one staged per case: the argument is an expression that writes
+the file's text (FASTA, FASTQ, delimited table or plain lines, chosen from the golden's use
+and seeded by the task id) into the sandbox's ``/tmp`` when the probe runs, and evaluates to
+its path; outputs that contain a staged path are not kept. When only :data:`HIDDEN` inputs
+return, one hidden case may expect an exception (a type in :data:`RAISES` that the golden
+raises on that input in both runs); the probe's error names the type and the host compares it.
 """
 
 from __future__ import annotations
@@ -36,7 +43,10 @@ from medagentgym.tasks.family import option
 from medagentgym.types import Grade, GroundTruth, Provenance, Task
 
 CACHE_VERSION = 1
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
+#: exceptions a golden may be expected to raise on one hidden case (never TypeError /
+#: AttributeError / NameError: those mostly mean a generated input of the wrong kind)
+RAISES = ("ValueError", "KeyError", "IndexError", "ZeroDivisionError")
 HIDDEN = 5
 MAX_OUTPUT_CHARS = 4000
 CORPORA = {"test": "python_public.json.gz", "train": "python_hidden.json.gz"}
@@ -110,8 +120,23 @@ def same_value(want: Any, got: Any, depth: int = 0) -> bool:
     return type(want) is type(got) and want == got
 
 
+def raised_type(error: Any) -> str | None:
+    """The exception type name a failed probe reports (``'ValueError: msg'``)."""
+    if not isinstance(error, str):
+        return None
+    head = error[:120].split(":", 1)[0].strip()
+    return head if re.fullmatch(r"[A-Za-z_]\w{0,60}", head) else None
+
+
 def _case_matches(want: dict[str, Any], got: Any) -> bool:
-    if got is None or not getattr(got, "ok", False):
+    if got is None:
+        return False
+    if "raises" in want:  # the golden raises this exception type on this input
+        try:
+            return not got.ok and raised_type(got.error) == want["raises"]
+        except Exception:
+            return False
+    if not getattr(got, "ok", False):
         return False
     try:
         return _same_type(want.get("type"), got.type) and same_value(want["value"], got.value)
@@ -228,21 +253,29 @@ class BioCoderFamily(DatasetFamily):
     def _corpus_plans(self) -> list[dict[str, Any]]:
         src = self.source_dir()
         plans: list[dict[str, Any]] = []
+        analysed: dict[str, list[bc.Function]] = {}
+        names: dict[str, dict[str, list[bc.Function]]] = {}
         for split, fname in CORPORA.items():
             path = src / fname
             if not path.is_file():
                 raise ConfigurationError(f"{self.name}: {path} is missing; run `medagentgym "
                                          "data pull biocoder`")
             corpus = fname.split(".")[0]
-            fns = [bc.analyse(k, corpus, s) for k, s in bc.read_corpus(path)]
-            by_name: dict[str, list[bc.Function]] = {}
-            for f in fns:
+            analysed[split] = [bc.analyse(k, corpus, s) for k, s in bc.read_corpus(path)]
+            names[split] = {}
+            for f in analysed[split]:
                 if f.name:
-                    by_name.setdefault(f.name, []).append(f)
+                    names[split].setdefault(f.name, []).append(f)
+        for split, fns in analysed.items():
+            by_name = names[split]
+            if split == "test":
+                # a test function's helper may sit in the train corpus (the same projects);
+                # never the other way round: no test golden enters a train task's context
+                by_name = {**names.get("train", {}), **by_name}
             for f in fns:
                 plan = self._plan(split, f, by_name)
                 if isinstance(plan, str):
-                    self.exclusions.append({"split": split, "corpus": corpus, "key": f.key,
+                    self.exclusions.append({"split": split, "corpus": f.corpus, "key": f.key,
                                             "function": f.name, "reason": plan})
                 else:
                     plans.append(plan)
@@ -320,16 +353,26 @@ class BioCoderFamily(DatasetFamily):
                 return f"the golden's context does not run offline ({res.error or res.status})"
             runs.append(res.probes or {})
         kept = []
+        raising: list[Any] = []
         for i, args in enumerate(plan["inputs"]):
             a, b = runs[0].get(f"c{i}"), runs[1].get(f"c{i}")
-            if a is None or b is None or not a.ok or not b.ok:
+            if a is None or b is None:
+                continue
+            if not a.ok or not b.ok:
+                kind = raised_type(a.error)
+                if not a.ok and not b.ok and kind in RAISES and kind == raised_type(b.error):
+                    raising.append((args, {"raises": kind}))
                 continue
             if a.type != b.type or canonical(a.value) != canonical(b.value):
                 continue
             if len(canonical(a.value)) > MAX_OUTPUT_CHARS or not faithful(a.type, a.value):
                 continue
+            if bc.FILE_DIR + "/" + bc.FILE_PREFIX in canonical(a.value):
+                continue  # the staged file's path is no value to compare
             kept.append((args, {"value": a.value, "type": a.type}))
-        if len(kept) < HIDDEN + 1:
+        # one hidden case may expect a specific exception when too few inputs return
+        fill = raising[:1] if len(kept) == HIDDEN else []
+        if len(kept) + len(fill) < HIDDEN + 1:
             return (f"the golden returns on {len(kept)} of {len(plan['inputs'])} generated "
                     f"inputs (needs {HIDDEN + 1})")
         # the visible example, then hidden cases spread over distinct outputs
@@ -338,12 +381,12 @@ class BioCoderFamily(DatasetFamily):
         by_out: dict[str, list[Any]] = {}
         for case in rest:
             by_out.setdefault(canonical(case[1]), []).append(case)
-        hidden: list[Any] = []
+        hidden: list[Any] = list(fill)
         while len(hidden) < HIDDEN and any(by_out.values()):
             for group in by_out.values():
                 if group and len(hidden) < HIDDEN:
                     hidden.append(group.pop(0))
-        outs = {canonical(c[1]) for c in hidden}
+        outs = {canonical(c[1]) for c in hidden if "raises" not in c[1]}
         if len(outs) < 2:
             return "the golden returns the same value on every generated input"
         if outs == {canonical(visible[1])}:

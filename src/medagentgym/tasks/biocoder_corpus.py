@@ -13,8 +13,10 @@ came from are not there. So the context is *rebuilt*:
 * anything else (a module-level constant, a class, a helper the corpus does not hold, a package
   the sandbox lacks) excludes the task, with the reason recorded.
 
-Hidden inputs come from generators derived from the parameters' names (sequences, counts,
-probabilities, lists, ...), seeded by the task id; the golden runs on them *in the sandbox*
+Hidden inputs come from generators derived from the parameters' names and their use in the
+golden (sequences, counts, probabilities, lists, numpy arrays, pandas Series and DataFrames,
+lists of tuples, option dicts read by literal keys, file names, and files staged in the
+sandbox for parameters the golden opens: see :func:`param_roles`), seeded by the task id; the golden runs on them *in the sandbox*
 (at build time) through the same probes the grader uses, and only inputs on which it returns
 (deterministically) are kept.
 """
@@ -86,6 +88,16 @@ IMPORTS: dict[str, str] = {
     "pi": "from math import pi",
     "stats": "from scipy import stats",
     "logsumexp": "from scipy.special import logsumexp",
+    **{n: f"from scipy.stats import {n}" for n in (
+        "scoreatpercentile", "chisquare", "norm", "ttest_ind", "pearsonr", "spearmanr",
+        "mannwhitneyu", "fisher_exact", "binom", "poisson", "chi2", "hypergeom", "gmean",
+        "zscore", "rankdata", "kendalltau", "linregress", "percentileofscore")},
+    "wrap": "from textwrap import wrap",
+    "dedent": "from textwrap import dedent",
+    "sklearn": "import sklearn",
+    "AgglomerativeClustering": "from sklearn.cluster import AgglomerativeClustering",
+    "KMeans": "from sklearn.cluster import KMeans",
+    "PCA": "from sklearn.decomposition import PCA",
     "Seq": "from Bio.Seq import Seq",
     "SeqIO": "from Bio import SeqIO",
     "SeqRecord": "from Bio.SeqRecord import SeqRecord",
@@ -452,6 +464,12 @@ _STR_ATTRS = {"split", "upper", "lower", "strip", "rstrip", "lstrip", "startswit
 _DICT_ATTRS = {"items", "keys", "values", "get", "setdefault", "update"}
 _LIST_ATTRS = {"append", "extend", "sort", "pop", "insert", "remove", "reverse"}
 _NUMERIC_MODULES = {"np", "numpy", "scipy", "stats", "math", "statistics"}
+_SERIES_ATTRS = {"iloc", "median", "abs", "isnull", "notnull", "isna", "notna", "dropna",
+                 "fillna", "unique", "nunique", "value_counts", "idxmax", "idxmin", "shift",
+                 "diff", "rolling", "quantile", "rank", "cumprod"}
+_FRAME_ATTRS = {"columns", "iterrows", "itertuples", "groupby", "merge", "loc",
+                "sort_values", "set_index", "reset_index", "query", "assign"}
+_STR_ATTRS |= {"index", "count", "isalnum", "isspace", "expandtabs"}
 
 
 def usage_kinds(fn: Function) -> dict[str, list[str]]:
@@ -477,6 +495,10 @@ def usage_kinds(fn: Function) -> dict[str, list[str]]:
                 vote(p, "dict", w=3)
             if n.attr in _LIST_ATTRS:
                 vote(p, "list_like", w=3)
+            if n.attr in _SERIES_ATTRS:
+                vote(p, "series_float", w=3)
+            if n.attr in _FRAME_ATTRS:
+                vote(p, "frame", w=4)
         elif isinstance(n, ast.Call):
             f = n.func
             fname = f.id if isinstance(f, ast.Name) else None
@@ -522,8 +544,15 @@ def usage_kinds(fn: Function) -> dict[str, list[str]]:
                             vote(p, "number", w=2)
                         if isinstance(other, ast.Constant) and isinstance(other.value, str):
                             vote(p, "str_like", w=2)
-        elif isinstance(n, ast.For) and (p := name_of(n.iter)):
-            vote(p, "seq", w=2)
+        elif isinstance(n, ast.For | ast.comprehension) and (
+                p := name_of(n.iter.value if isinstance(n.iter, ast.Subscript) else n.iter)):
+            if isinstance(n.target, ast.Tuple) and 1 < len(n.target.elts) < 7:
+                vote(p, f"list_tuple{len(n.target.elts)}", w=4)  # for a, b in param
+            else:
+                vote(p, "seq", w=2)
+        elif isinstance(n, ast.Subscript) and isinstance(n.value, ast.Subscript) and (
+                p := name_of(n.value.value)):
+            vote(p, "list_tuple2", w=2)  # param[i][j]
         elif isinstance(n, ast.Subscript) and (p := name_of(n.value)):
             if isinstance(n.slice, ast.Constant) and isinstance(n.slice.value, str):
                 vote(p, "dict", w=3)
@@ -555,13 +584,26 @@ def _expand(abstract: str, param: str) -> list[str]:
 def param_kinds(fn: Function) -> dict[str, list[str]]:
     """Concrete kinds to try per required parameter, best first (use, then name)."""
     usage = usage_kinds(fn)
+    roles = param_roles(fn)
     out: dict[str, list[str]] = {}
     for p in fn.params[:fn.n_required]:
+        if p in roles and p not in ("self", "cls"):
+            image = (["array_int2d", "array_float2d"] if "label" in p.lower()
+                     else ["array_float2d", "array_int2d"])
+            out[p] = image if roles[p] == "image" else [roles[p]]
+            continue
         kinds: list[str] = []
         for a in usage.get(p, []):
             kinds.extend(k for k in _expand(a, p) if k not in kinds)
         kinds.extend(k for k in kinds_for(p) if k not in kinds)
         kinds.extend(k for k in ("str", "int", "list_int", "float", "dna") if k not in kinds)
+        kinds = kinds[:4]
+        if "seq" in usage.get(p, []) and "number" in usage.get(p, []) and \
+                "array_float" not in kinds:
+            kinds.insert(0, "array_float")  # indexed and computed with: a numpy array
+        if "array_float" not in kinds and any(k in ("list_float", "list_int")
+                                              for k in kinds[:2]):
+            kinds.insert(1, "array_float")  # numeric lists are often numpy arrays
         out[p] = kinds[:4]
     return out
 
@@ -572,6 +614,7 @@ def candidate_inputs(fn: Function, seed: str, n: int = 60) -> list[list[str]]:
     ``seed``)."""
     rng = random.Random(seed)
     kinds = param_kinds(fn)
+    hints = file_hints(fn)
     if fn.self_attrs is not None:  # the instance: a stand-in object, generated per call
         kinds.pop(fn.params[0], None)
     params = list(kinds)
@@ -591,7 +634,8 @@ def candidate_inputs(fn: Function, seed: str, n: int = 60) -> list[list[str]]:
         for _ in range(per * 2):
             if len(out) >= n or sum(1 for _ in seen) >= n:
                 break
-            args = [make_expr(k, rng) for k in c]
+            shape = (rng.randint(3, 6), rng.randint(3, 6))  # 2-D arrays of one call agree
+            args = [make_expr(k, rng, hints, p, shape) for k, p in zip(c, params, strict=True)]
             if fn.self_attrs is not None:
                 args.insert(0, instance_expr(fn.self_attrs, rng, fn.attr_literals))
             key = repr(args)
@@ -605,16 +649,247 @@ def candidate_inputs(fn: Function, seed: str, n: int = 60) -> list[list[str]]:
     return out
 
 
-def make_expr(kind: str, rng: random.Random) -> str:
+# --------------------------------------------------------------------------- files and paths
+
+#: calls whose first argument is a path the golden reads (``open(p)``, ``pd.read_csv(p)``,
+#: ``SeqIO.parse(p, 'fasta')``, ``os.path.exists(p)``, ``fileinput.input(p)``, ...)
+_FILE_CALLS = {"open", "read_csv", "read_table", "read_fwf", "loadtxt", "genfromtxt", "parse",
+               "read", "input", "exists", "isfile", "getsize", "Path", "index", "FastaFile",
+               "TabixFile"}
+_PATH_NAME = re.compile(r"(^|_)(path|file|filename|fname|fn|infile|filepath|file_name|"
+                        r"file_path|filepath|inpath|in_file|input_file)$|(_fn|_file|_path|"
+                        r"filename)$")
+_DICT_NAME = re.compile(r"^(args|opts|options|config|cfg|params|settings|kwargs_dict)$")
+_IMAGE_NAME = re.compile(r"^(image|img|pixels|pixel_data|labels|labeled_image|mask|"
+                         r"label_image|labels_[xy]|matrix|mat|grid|probs)$")
+#: where a probe stages an input file (one per case, named by the task's seed)
+FILE_DIR = "/tmp"
+FILE_PREFIX = "_bc_"
+
+
+def _const_str(n: ast.AST) -> str | None:
+    return n.value if isinstance(n, ast.Constant) and isinstance(n.value, str) else None
+
+
+def param_roles(fn: Function) -> dict[str, str]:
+    """Parameters that are not plain values: ``file`` (a path the golden opens: the probe
+    stages a file), ``path`` (a file name the golden only takes apart), ``image`` (a 2-D
+    array), ``dict_lit`` (an options mapping read by literal keys)."""
+    node = ast.parse(fn.source).body[0]
+    params = fn.params[:fn.n_required]
+    roles: dict[str, str] = {}
+    keyed: set[str] = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Call):
+            f = n.func
+            fname = f.id if isinstance(f, ast.Name) else f.attr if isinstance(
+                f, ast.Attribute) else None
+            if fname in _FILE_CALLS and n.args and isinstance(n.args[0], ast.Name) \
+                    and n.args[0].id in params:
+                roles[n.args[0].id] = "file"
+            if isinstance(f, ast.Attribute) and f.attr == "get" and isinstance(
+                    f.value, ast.Name) and n.args and _const_str(n.args[0]) is not None:
+                keyed.add(f.value.id)
+        elif isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name) and \
+                _const_str(n.slice) is not None:
+            keyed.add(n.value.id)
+    for p in params:
+        if p in roles or p in ("self", "cls"):
+            continue
+        low = p.lower()
+        if _PATH_NAME.search(low):
+            roles[p] = "path"
+        elif _IMAGE_NAME.match(low):
+            roles[p] = "image"
+        elif _DICT_NAME.match(low) and p in keyed:
+            roles[p] = "dict_lit"
+    return roles
+
+
+@dataclass
+class FileHints:
+    """What the golden's code says about the files it reads."""
+
+    formats: list[str]
+    seps: list[str]
+    words: list[str]
+    prefixes: list[str]
+    exts: list[str]
+    keys: dict[str, list[str]]
+    ncol: int
+
+
+_NOT_WORDS = {"r", "w", "rb", "wb", "rt", "wt", "a", "utf-8", "utf8", "ascii", "fasta",
+              "fastq", "fq", "fa", "gz", "strict", "ignore", "replace", "index", "columns",
+              "records", "c", "python", "infer", "left", "right", "inner", "outer", "first",
+              "last", "all", "any", "float", "int", "str", "object", "category", "bool"}
+
+
+def file_hints(fn: Function) -> FileHints:
+    node = ast.parse(fn.source).body[0]
+    consts = [n.value for n in ast.walk(node) if isinstance(n, ast.Constant)]
+    strs = [c for c in consts if isinstance(c, str)]
+    formats = []
+    if any(s.lower() in ("fasta", "fa") for s in strs) or ">" in strs:
+        formats.append("fasta")
+    if any(s.lower() in ("fastq", "fq") for s in strs):
+        formats.append("fastq")
+    seps = [s for s in ("\t", ",", " ", ";", "|") if s in strs]
+    prefixes: list[str] = []
+    keys: dict[str, list[str]] = {}
+    maxidx = 0
+    for n in ast.walk(node):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
+            if n.func.attr == "split" and not n.args and " " not in seps:
+                seps.append(" ")
+            if n.func.attr == "startswith" and n.args:
+                for c in ast.walk(n.args[0]):
+                    if (v := _const_str(c)) and v not in prefixes and len(v) < 20:
+                        prefixes.append(v)
+            if n.func.attr == "get" and isinstance(n.func.value, ast.Name) and n.args and (
+                    v := _const_str(n.args[0])) is not None:
+                keys.setdefault(n.func.value.id, []).append(v)
+            for kw in n.keywords:
+                if kw.arg == "delim_whitespace" and " " not in seps:
+                    seps.append(" ")
+        if isinstance(n, ast.Subscript):
+            if isinstance(n.value, ast.Name) and (v := _const_str(n.slice)) is not None:
+                keys.setdefault(n.value.id, []).append(v)
+            if isinstance(n.slice, ast.Constant) and isinstance(n.slice.value, int) and \
+                    not isinstance(n.slice.value, bool) and 0 <= n.slice.value < 12:
+                maxidx = max(maxidx, n.slice.value)
+    if ">" in prefixes and "fasta" not in formats:
+        formats.append("fasta")
+    words = [s for s in dict.fromkeys(strs) if re.fullmatch(r"[A-Za-z_][\w.*#-]{0,24}", s)
+             and s.lower() not in _NOT_WORDS and not s.startswith(".")]
+    exts = [s for s in dict.fromkeys(strs) if re.fullmatch(r"\.[A-Za-z0-9_.]{1,24}", s)]
+    return FileHints(formats, seps, words[:12], prefixes[:4], exts[:8],
+                     {k: list(dict.fromkeys(v))[:8] for k, v in keys.items()}, maxidx + 1)
+
+
+def _cell(kind: str, rng: random.Random) -> str:
+    if kind == "int":
+        return str(rng.randint(0, 500))
+    if kind == "float":
+        return f"{rng.uniform(0, 10):.3f}"
+    if kind == "dna":
+        return _dna(rng, 1, 10)
+    if kind == "chr":
+        return rng.choice(["chr1", "chr2", "chrX", "1", "2", "22"])
+    return re.sub(r"\s", "_", _word(rng))
+
+
+def file_text(h: FileHints, rng: random.Random) -> tuple[str, str]:
+    """The content (and a file extension) of one staged input file."""
+    fmt = rng.choice([*h.formats, *h.formats, "table", "table", "lines"])
+    if fmt == "fasta":
+        recs = [f">{_word(rng).replace(' ', '_')}_{i} desc{i}\n{_dna(rng, 4, 60)}"
+                for i in range(rng.randint(1, 4))]
+        return ".fa", "\n".join(recs) + "\n"
+    if fmt == "fastq":
+        out = []
+        for i in range(rng.randint(1, 4)):
+            s = _dna(rng, 4, 30)
+            q = "".join(chr(rng.randint(35, 73)) for _ in s)
+            out.append(f"@read{i}_{rng.randint(1, 9)}\n{s}\n+\n{q}")
+        return ".fq", "\n".join(out) + "\n"
+    if fmt == "lines":
+        return ".txt", "".join(f"{_cell(rng.choice(['word', 'int', 'dna']), rng)}\n"
+                               for _ in range(rng.randint(1, 6)))
+    sep = rng.choice(h.seps or ["\t", " ", ","])
+    header = rng.random() < 0.6 and bool(h.words)
+    ncol = max(h.ncol, min(len(h.words), 8) if header else 0, rng.randint(2, 6)) \
+        + rng.choice([0, 0, 1])
+    kinds = [rng.choices(["int", "float", "word", "chr", "dna"], [5, 3, 3, 1, 1])[0]
+             for _ in range(ncol)]
+    lines = []
+    if h.prefixes and rng.random() < 0.5:
+        lines.append(sep.join([rng.choice(h.prefixes).rstrip(sep) or "#",
+                               *(f"col{j}" for j in range(1, ncol))]))
+    if header:
+        words = list(h.words)
+        if rng.random() < 0.5:
+            rng.shuffle(words)
+        lines.append(sep.join((words + [f"col{j}" for j in range(ncol)])[:ncol]))
+    for _ in range(rng.randint(2, 6)):
+        lines.append(sep.join(_cell(k, rng) for k in kinds))
+    ext = {"\t": ".tsv", ",": ".csv"}.get(sep, ".txt")
+    return ext, "\n".join(lines) + "\n"
+
+
+def file_expr(h: FileHints, rng: random.Random) -> str:
+    """An argument expression that writes a staged file (in the sandbox, when the probe runs)
+    and evaluates to its path."""
+    ext, text = file_text(h, rng)
+    path = f"{FILE_DIR}/{FILE_PREFIX}{rng.getrandbits(40):010x}{ext}"
+    return (f"(lambda p: (p.write_text({text!r}), str(p))[1])"
+            f"(__import__('pathlib').Path({path!r}))")
+
+
+def path_value(h: FileHints, rng: random.Random) -> str:
+    exts = [*h.exts, ".txt", ".fastq", ".fq.gz", ".fasta", ".fa.bz2", ".bam", ".vcf.gz"]
+    base = rng.choice(["sample1", "chr22.1_50000", "reads_R1", "TP53", "run-7", "x"])
+    if h.words and rng.random() < 0.3:
+        base = rng.choice(h.words)
+    head = rng.choice(["", "", "data/", "/home/u/run1/", "./out/"])
+    tail = rng.choice(exts) + (rng.choice(exts) if rng.random() < 0.15 else "")
+    return head + base + tail
+
+
+def dict_lit_expr(keys: list[str], rng: random.Random) -> str:
+    vals = [True, False, None, 0, 1, 2, 5, "x"]
+    d = {k: rng.choice(vals) for k in keys if rng.random() < 0.85}
+    return repr(d)
+
+
+def make_expr(kind: str, rng: random.Random, hints: FileHints | None = None,
+              param: str = "", shape: tuple[int, int] | None = None) -> str:
     """A Python expression for a value of ``kind`` (literals, or numpy / collections
-    constructors reached through ``__import__``)."""
+    constructors reached through ``__import__``; staged files for ``file``)."""
+    if kind in ("file", "path", "dict_lit"):
+        h = hints or FileHints([], [], [], [], [], {}, 1)
+        if kind == "file":
+            return file_expr(h, rng)
+        if kind == "path":
+            return repr(path_value(h, rng))
+        return dict_lit_expr(h.keys.get(param, []), rng)
+    if kind == "array_float2d":
+        r, c = shape or (rng.randint(3, 6), rng.randint(3, 6))
+        rows = [[round(rng.random(), 3) for _ in range(c)] for _ in range(r)]
+        return f"__import__('numpy').array({rows!r})"
     if kind == "array_int2d":
-        r, c = rng.randint(3, 6), rng.randint(3, 6)
+        r, c = shape or (rng.randint(3, 6), rng.randint(3, 6))
         rows = [[rng.choice([0, 0, 1, 2, 3]) for _ in range(c)] for _ in range(r)]
         return f"__import__('numpy').array({rows!r})"
     if kind == "array_float":
-        vals = [round(rng.uniform(0, 10), 3) for _ in range(rng.randint(3, 10))]
+        size = shape[0] + shape[1] if shape else rng.randint(3, 10)  # one length per call
+        vals = [round(rng.uniform(0, 10), 3) for _ in range(size)]
         return f"__import__('numpy').array({vals!r})"
+    if kind.startswith("list_tuple"):
+        arity = int(kind.removeprefix("list_tuple") or 2)
+        cols = [rng.choice(["int", "float", "dna", "str"]) for _ in range(arity)]
+        rows = [tuple(make_value(c, rng) for c in cols) for _ in range(rng.randint(2, 6))]
+        if rng.random() < 0.5:  # sorted by a numeric column, as tables often are
+            num = [j for j, c in enumerate(cols) if c in ("int", "float")]
+            if num:
+                rows.sort(key=lambda r: r[num[0]], reverse=rng.random() < 0.5)
+        return repr(rows)
+    if kind == "series_float":
+        size = shape[0] + shape[1] if shape else rng.randint(3, 10)
+        vals = [round(rng.random(), 3) for _ in range(size)]
+        return f"__import__('pandas').Series({vals!r})"
+    if kind == "frame":
+        h = hints or FileHints([], [], [], [], [], {}, 1)
+        cols = h.keys.get(param) or h.words[:4] or ["chromosome", "start", "end", "value"]
+        nrow = shape[0] if shape else rng.randint(3, 6)
+        data: dict[str, list[Any]] = {}
+        for col in cols[:8]:
+            k = rng.choices(["int", "float", "word", "chr"], [4, 3, 2, 1])[0]
+            if col.lower() in ("chromosome", "chrom", "chr", "contig"):
+                k = "chr"
+            data[col] = [int(v) if k == "int" else float(v) if k == "float" else v
+                         for v in (_cell(k, rng) for _ in range(nrow))]
+        return f"__import__('pandas').DataFrame({data!r})"
     if kind == "counter":
         d = {_word(rng): rng.randint(0, 3) for _ in range(rng.randint(0, 3))}
         return f"__import__('collections').defaultdict(int, {d!r})"
@@ -656,7 +931,8 @@ def opaque_params(fn: Function) -> list[str]:
     params = fn.params[:fn.n_required]
     if fn.self_attrs is not None:
         params = params[1:]
-    return [p for p in params if _OPAQUE.match(p.lower())]
+    roles = param_roles(fn)
+    return [p for p in params if _OPAQUE.match(p.lower()) and p not in roles]
 
 
 # --------------------------------------------------------------------------- the release
