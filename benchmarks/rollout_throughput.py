@@ -1,7 +1,8 @@
 """Rollout throughput: LLM-agent episodes against the local test server (simulated latency).
 
     python benchmarks/rollout_throughput.py [--mirror ../shared/data] [--delay 0.2] \\
-        [--concurrency 1,8,32,128] [--turns 1,5] [--out docs/benchmarks/rollout_throughput.json]
+        [--concurrency 1,8,32,128] [--turns 1,5] [--episodes 0] [--sandbox dedicated,pool] \\
+        [--out docs/benchmarks/rollout_throughput.json]
 
 The OpenAI-compatible test server (``medagentgym.llm.testserver``) runs in its own process
 and answers every request after ``--delay`` seconds with a wrong answer
@@ -139,7 +140,8 @@ class Timers:
 
 
 async def one_run(tasks: list[Any], concurrency: int, turns: int, episodes: int, base_url: str,
-                  server_pid: int, delay: float, timers: Timers) -> dict[str, Any]:
+                  server_pid: int, delay: float, timers: Timers,
+                  sandbox: str = "dedicated") -> dict[str, Any]:
     from medagentgym.agents.llm_agent import LLMAgent
     from medagentgym.llm import ChatClient, LLMConfig
     from medagentgym.rollout.runner import run_tasks_async
@@ -166,16 +168,28 @@ async def one_run(tasks: list[Any], concurrency: int, turns: int, episodes: int,
 
     rss0 = _rss_mb()
     timers.__init__()  # type: ignore[misc]
+    pools = None
+    if sandbox == "pool":
+        from medagentgym.sandbox.pool import SandboxPools
+
+        pools = SandboxPools()  # one warm worker per CPU, shared by every episode
     async with ChatClient(cfg, api_key="bench") as client:
         sample_task = asyncio.get_running_loop().create_task(sampler())
         t0 = time.perf_counter()
         cpu0, m0, s0 = time.process_time(), _machine_cpu(), _proc_cpu(server_pid)
-        trajs = await run_tasks_async(
-            "treqs", picked, lambda: LLMAgent(client), samples=samples, concurrency=concurrency,
-            env_kwargs={"database": "synthetic", "max_turns": turns},
-            on_done=lambda t: done.append(time.perf_counter()))
-        wall = time.perf_counter() - t0
-        cpu, m1, s1 = time.process_time() - cpu0, _machine_cpu(), _proc_cpu(server_pid) - s0
+        try:
+            trajs = await run_tasks_async(
+                "treqs", picked, lambda: LLMAgent(client), samples=samples,
+                concurrency=concurrency,
+                env_kwargs={"database": "synthetic", "max_turns": turns},
+                on_done=lambda t: done.append(time.perf_counter()),
+                sandbox_pool=pools)
+            wall = time.perf_counter() - t0
+            cpu, m1, s1 = time.process_time() - cpu0, _machine_cpu(), _proc_cpu(server_pid) - s0
+            await asyncio.sleep(SAMPLE_S * 1.5)  # one more sample of the pool's workers
+        finally:
+            if pools is not None:
+                await pools.close()
         cpu -= timers.sampler_cpu
         sample_task.cancel()
     kids = sum(sandbox_cpu.values())  # sampled: misses at most the last 0.25 s of each
@@ -185,11 +199,18 @@ async def one_run(tasks: list[Any], concurrency: int, turns: int, episodes: int,
     late = sorted(done)[min(concurrency, len(done) // 2):]
     steady = (len(late) - 1) / (late[-1] - late[0]) if len(late) > 1 else float("nan")
     errors = sum(1 for t in trajs if t.error is not None)
+    # the CPU-bound limit: every core busy with this run's own work per episode (rollout
+    # process + sandboxes; the test server stands in for a model served elsewhere)
+    cpu_per_episode = (cpu + kids) / max(1, len(trajs))
     out: dict[str, Any] = {
+        "sandbox": sandbox,
         "concurrency": concurrency, "turns": turns, "episodes": len(trajs), "steps": steps,
         "errors": errors, "wall_s": round(wall, 2),
         "eps_per_s": round(len(trajs) / wall, 2), "steady_eps_per_s": round(steady, 2),
         "ideal_eps_per_s": round(concurrency / (turns * delay), 2),
+        "cpu_bound_eps_per_s": round(ncpu / cpu_per_episode, 2) if cpu_per_episode else None,
+        "cpu_bound_eps_per_s_with_server": round(ncpu * len(trajs) / (cpu + kids + s1), 2)
+        if cpu + kids + s1 else None,
         "steps_per_s": round(steps / wall, 1),
         "cpu": {
             "benchmark_util": round((cpu + s1 + kids) / (wall * ncpu), 3),
@@ -226,7 +247,10 @@ async def one_run(tasks: list[Any], concurrency: int, turns: int, episodes: int,
 
 
 NOTES = [
-    "concurrency = episodes in flight = sandboxes (one warm sandbox per runner worker)",
+    "concurrency = episodes in flight; sandbox=dedicated: one warm sandbox per runner worker; "
+    "sandbox=pool: one warm worker per CPU shared by all (medagentgym.sandbox.pool)",
+    "cpu_bound_eps_per_s: the CPUs divided by this run's CPU per episode (rollout process + "
+    "sandboxes; the test server stands in for a remote model); _with_server counts it too",
     "eps_per_s includes starting one sandbox per worker (~0.5 CPU-s each); steady_eps_per_s "
     "counts completions after the first `concurrency` episodes",
     "harness_overhead_per_step_ms (concurrency 1) is wall time inside episodes minus model "
@@ -238,6 +262,27 @@ NOTES = [
 ]
 
 
+def _scaling(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per (sandbox, turns): throughput at each concurrency over concurrency 1, and the
+    largest concurrency's throughput as a share of its run's CPU-bound limit."""
+    out: dict[str, Any] = {}
+    for r in runs:
+        key = f"{r['sandbox']}/turns={r['turns']}"
+        out.setdefault(key, {})[r["concurrency"]] = r
+    summary = {}
+    for key, by_c in out.items():
+        base = by_c.get(1)
+        top = by_c[max(by_c)]
+        summary[key] = {
+            "eps_per_s": {c: r["eps_per_s"] for c, r in sorted(by_c.items())},
+            "vs_concurrency_1": {c: round(r["eps_per_s"] / base["eps_per_s"], 1)
+                                 for c, r in sorted(by_c.items())} if base else None,
+            "top_share_of_cpu_bound_limit": round(top["eps_per_s"] / top["cpu_bound_eps_per_s"], 2)
+            if top.get("cpu_bound_eps_per_s") else None,
+        }
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mirror", type=Path,
@@ -245,8 +290,13 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.2, help="server answer delay (s)")
     parser.add_argument("--concurrency", default="1,8,32,128")
     parser.add_argument("--turns", default="1,5", help="episode lengths (steps)")
-    parser.add_argument("--episodes", type=int, default=0,
-                        help="episodes per run (default: max(4c, 48) one-step, max(2c, 16) longer)")
+    parser.add_argument("--episodes", default="0",
+                        help="episodes per run, one number or one per concurrency (default: "
+                             "max(4c, 48) one-step, max(2c, 16) longer)")
+    parser.add_argument("--sandbox", default="dedicated",
+                        help="dedicated (one sandbox per episode in flight), pool (warm "
+                             "workers shared by all episodes: medagentgym.sandbox.pool), or "
+                             "both, comma-separated")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     os.environ["MEDAGENTGYM_HOME"] = tempfile.mkdtemp(prefix="mag-bench-")
@@ -266,13 +316,19 @@ def main() -> None:
         timers.install()
         asyncio.run(one_run(tasks, 4, 1, 8, base_url, server.pid, args.delay, timers))  # warm-up
         runs = []
-        for turns in map(int, args.turns.split(",")):
-            for c in map(int, args.concurrency.split(",")):
-                n = args.episodes or (max(4 * c, 48) if turns == 1 else max(2 * c, 16))
-                r = asyncio.run(one_run(tasks, c, turns, n, base_url, server.pid, args.delay,
-                                        timers))
-                print(json.dumps(r), flush=True)
-                runs.append(r)
+        levels = list(map(int, args.concurrency.split(",")))
+        counts = list(map(int, args.episodes.split(",")))
+        counts = counts * len(levels) if len(counts) == 1 else counts
+        if len(counts) != len(levels):
+            parser.error("--episodes: one number, or one per --concurrency level")
+        for sandbox in args.sandbox.split(","):
+            for turns in map(int, args.turns.split(",")):
+                for c, given in zip(levels, counts, strict=True):
+                    n = given or (max(4 * c, 48) if turns == 1 else max(2 * c, 16))
+                    r = asyncio.run(one_run(tasks, c, turns, n, base_url, server.pid,
+                                            args.delay, timers, sandbox))
+                    print(json.dumps(r), flush=True)
+                    runs.append(r)
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -282,7 +338,8 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "server_delay_s": args.delay, "dataset": "treqs (synthetic database)",
         "agent": "LLMAgent -> real HTTP -> test server; every answer wrong (runs max_turns)",
-        "sandbox": "default provider", "notes": NOTES, "runs": runs,
+        "sandbox": args.sandbox, "notes": NOTES, "runs": runs,
+        "scaling": _scaling(runs),
     }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

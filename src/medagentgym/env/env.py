@@ -70,6 +70,7 @@ class AsyncMedAgentEnv:
         terminal_timeout: float = 60.0,
         show_verdict: bool = True,
         prompt_style: str = "paper",
+        sandbox_pool: Any = None,
         **family_options: Any,
     ) -> None:
         if protocol not in PROTOCOLS:
@@ -84,6 +85,9 @@ class AsyncMedAgentEnv:
         self.protocol = protocol
         self.max_turns = max_turns
         self.sandbox_provider = sandbox
+        # a medagentgym.sandbox.pool.SandboxPools: episodes share warm bwrap workers
+        # (families with services keep a dedicated sandbox)
+        self.sandbox_pool = sandbox_pool
         self.debugger = debugger
         self.code_timeout = code_timeout
         self.terminal_timeout = terminal_timeout
@@ -199,8 +203,11 @@ class AsyncMedAgentEnv:
             self._sandbox = None
         if self._sandbox is None:
             services = await self._start_services()
-            self._sandbox = create_sandbox(self.sandbox_provider, inputs,
-                                           preload=self.family.preload, services=services)
+            if self.sandbox_pool is not None and not services:
+                self._sandbox = self.sandbox_pool.episode(inputs, preload=self.family.preload)
+            else:
+                self._sandbox = create_sandbox(self.sandbox_provider, inputs,
+                                               preload=self.family.preload, services=services)
             self._sandbox_inputs = inputs
             await self._sandbox.start()
         else:

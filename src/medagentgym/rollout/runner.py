@@ -116,13 +116,54 @@ async def run_tasks_async(
     infra_retries: int = 0,
     retry_delay: float = 1.0,
     debugger_factory: Callable[[], Any] | None = None,
+    sandbox_pool: Any = False,
 ) -> list[Trajectory]:
     """Run every (task, sample) pair not yet stored; returns the new trajectories.
 
     ``agent_factory`` is called once per episode, with the sample index when it takes an
     argument (for temperature schedules and per-sample seeds). ``debugger_factory`` gives
     each environment its own ``debug`` model (so debugger tokens land on the right episode).
+    ``sandbox_pool`` (True, or a :class:`medagentgym.sandbox.pool.SandboxPools`): episodes
+    share a few warm bwrap workers (one per CPU) instead of one sandbox process tree each.
     """
+    own_pool = None
+    if sandbox_pool is True:
+        from medagentgym.sandbox.pool import SandboxPools
+
+        sandbox_pool = own_pool = SandboxPools()
+    try:
+        return await _run_tasks(dataset, tasks, agent_factory, split=split, samples=samples,
+                                concurrency=concurrency, store=store, resume=resume,
+                                run_id=run_id, on_done=on_done, env_kwargs=env_kwargs,
+                                sandbox_concurrency=sandbox_concurrency,
+                                episode_timeout=episode_timeout, infra_retries=infra_retries,
+                                retry_delay=retry_delay, debugger_factory=debugger_factory,
+                                sandbox_pool=sandbox_pool or None)
+    finally:
+        if own_pool is not None:
+            await own_pool.close()
+
+
+async def _run_tasks(
+    dataset: str,
+    tasks: Sequence[Task],
+    agent_factory: AgentFactory,
+    *,
+    split: str,
+    samples: int,
+    concurrency: int,
+    store: TrajectoryStore | None,
+    resume: bool,
+    run_id: str,
+    on_done: Callable[[Trajectory], None] | None,
+    env_kwargs: dict[str, Any] | None,
+    sandbox_concurrency: int | None,
+    episode_timeout: float | None,
+    infra_retries: int,
+    retry_delay: float,
+    debugger_factory: Callable[[], Any] | None,
+    sandbox_pool: Any,
+) -> list[Trajectory]:
     queue: asyncio.Queue[tuple[Task, int]] = asyncio.Queue()
     for pair in pending_pairs(tasks, samples, store, resume):
         queue.put_nowait(pair)
@@ -137,6 +178,8 @@ async def run_tasks_async(
 
     def make_env() -> AsyncMedAgentEnv:
         kwargs = dict(env_kwargs or {})
+        if sandbox_pool is not None:
+            kwargs.setdefault("sandbox_pool", sandbox_pool)
         if debugger_factory is not None:
             kwargs["debugger"] = debugger_factory()
         return AsyncMedAgentEnv(dataset, split, tasks=tasks, **kwargs)

@@ -57,7 +57,7 @@ from medagentgym.sandbox.base import (
 )
 from medagentgym.sandbox.bwrap import BwrapSandbox
 
-__all__ = ["PoolWorker", "PooledEpisode", "SandboxPool"]
+__all__ = ["PoolWorker", "PooledEpisode", "SandboxPool", "SandboxPools"]
 
 #: most episodes one pool keeps at once (each needs a distinct uid from this process's range)
 MAX_EPISODES = len(sandbox_uid_range()) - 96
@@ -299,3 +299,40 @@ class SandboxPool:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class SandboxPools:
+    """Pools keyed by (inputs, preload): what an environment asks for when it pools its
+    episodes (``AsyncMedAgentEnv(..., sandbox_pool=pools)``). Each pool starts with its first
+    episode; ``close()`` stops them all."""
+
+    def __init__(self, *, workers: int | None = None, limits: SandboxLimits | None = None,
+                 max_pools: int = 8) -> None:
+        self.workers = workers
+        self.limits = limits
+        self.max_pools = max_pools
+        self._pools: dict[tuple[Any, ...], SandboxPool] = {}
+
+    def episode(self, inputs: Mapping[str, str | os.PathLike[str]] | None = None, *,
+                preload: str | Sequence[str] = "core") -> PooledEpisode:
+        from medagentgym.sandbox.base import resolve_preload
+
+        key = (tuple(sorted((str(k), str(v)) for k, v in (inputs or {}).items())),
+               tuple(resolve_preload(preload)))
+        pool = self._pools.get(key)
+        if pool is None:
+            if len(self._pools) >= self.max_pools:
+                raise ConfigurationError(
+                    f"more than {self.max_pools} distinct sandbox input sets in one run; raise "
+                    "SandboxPools(max_pools=...) or use dedicated sandboxes")
+            pool = self._pools[key] = SandboxPool(inputs, workers=self.workers,
+                                                  limits=self.limits, preload=preload)
+        return pool.episode()
+
+    @property
+    def pools(self) -> list[SandboxPool]:
+        return list(self._pools.values())
+
+    async def close(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
