@@ -307,3 +307,15 @@ def test_ml_tasks_describe_the_contract(tiny):
     assert not any("test_labels" in p.name for p in mounted.iterdir())
     assert "key,p_stay_off,p_onset,p_wean,p_stay_on" in task.goal
     assert task.metadata["score_kind"] == "continuous"
+
+
+def test_eval_reports_the_mean_score_of_ml_runs(tiny):
+    """Trajectories of a continuous-score family say so, and eval shows their mean score."""
+    from medagentgym.agents.oracle import OracleAgent
+    from medagentgym.eval.metrics import evaluate
+    from medagentgym.rollout.runner import run_tasks
+
+    trajs = run_tasks(TINY.name, tiny, OracleAgent, split="test", concurrency=1)
+    assert all(t.metadata.get("score_kind") == "continuous" for t in trajs)
+    report = evaluate(trajs, resamples=20)["datasets"][TINY.name]
+    assert report["continuous"] and report["mean_score"] == pytest.approx(1.0)
