@@ -323,6 +323,7 @@ def test_nothing_expected_is_readable_in_the_sandbox(env, tasks):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 99 episodes, each running the reference twice
 def test_gold_scores_one_on_every_kept_task(env, tasks):
     every = [*tasks["test"], *tasks["train"]]
     random.Random(14).shuffle(every)
