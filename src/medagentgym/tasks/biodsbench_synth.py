@@ -389,8 +389,30 @@ def generate_study(schemas: dict[str, TableSchema], literals: dict[str, set[Any]
                 key = [owner.get(x, x) for x in frame[by[0]]]
                 frame = frame[~frame.assign(_k=key).duplicated(["_k", "Hugo_Symbol"])]
                 frame = frame.reset_index(drop=True)
+        if "mutation" in name:
+            frame = _alleles(rng, frame)
         tables[name] = frame
     return tables
+
+
+def _alleles(rng: Any, frame: Any) -> Any:
+    """Mostly single-nucleotide substitutions, with the first tumour allele the reference
+    (as in MAF files), so that every substitution class is common."""
+    import numpy as np
+
+    if not {"Reference_Allele", "Tumor_Seq_Allele2"} <= set(frame.columns):
+        return frame
+    n = len(frame)
+    bases = np.array(["A", "C", "G", "T"], dtype=object)
+    snv = rng.random(n) < 0.85
+    ref = rng.choice(bases, size=n)
+    alt = np.array([rng.choice([b for b in bases if b != r]) for r in ref], dtype=object)
+    frame = frame.copy()
+    frame["Reference_Allele"] = np.where(snv, ref, frame["Reference_Allele"].astype(object))
+    frame["Tumor_Seq_Allele2"] = np.where(snv, alt, frame["Tumor_Seq_Allele2"].astype(object))
+    if "Tumor_Seq_Allele1" in frame.columns:
+        frame["Tumor_Seq_Allele1"] = frame["Reference_Allele"]
+    return frame
 
 
 def _missing_columns(schema: TableSchema, literals: dict[str, set[Any]]) -> list[str]:
