@@ -89,6 +89,8 @@ def test_file_parameters_get_staged_files_chosen_from_the_goldens_use():
     assert len(paths) == len(a)  # one staged file per case
     assert all(f"'{bc.FILE_DIR}/{bc.FILE_PREFIX}" in p for p in paths)
     texts = [ast_literal(arg) for (arg,) in a]
+    assert [bc.staged_text(arg) for (arg,) in a] == texts  # what the host reads back
+    assert bc.staged_text("'plain'") is None
     assert sum("\t" in t for t in texts) > len(texts) // 3  # the separator it splits on
     assert max(t.count("\n") for t in texts) >= 3
     fasta = bc.analyse("2", "c", "def n_records(fasta_path):\n"
@@ -105,6 +107,13 @@ def test_file_parameters_get_staged_files_chosen_from_the_goldens_use():
     # an object without a recognisable use stays excluded
     obj = bc.analyse("4", "c", "def f(model, x):\n    return model.predict(x)\n")
     assert bc.opaque_params(obj) == ["model"]
+    # options read as attributes get a stand-in object; a logger only logs
+    ns = bc.analyse("5", "c", "def f(args, log, x):\n    log.info('go')\n"
+                              "    return x + args.n if args.mode == 'fast' else x\n")
+    assert bc.param_roles(ns) == {"args": "namespace", "log": "logger"}
+    first = bc.candidate_inputs(ns, "s")[0]
+    assert first[0].startswith("__import__('types').SimpleNamespace(") and "n=" in first[0]
+    assert "getLogger" in first[1]
 
 
 def ast_literal(arg: str) -> str:
@@ -127,6 +136,21 @@ def test_array_table_and_tuple_inputs_follow_the_use():
     assert "array_float" in kinds["signal"]
     rows = eval(bc.make_expr("list_tuple3", random.Random(1)))
     assert rows and all(isinstance(r, tuple) and len(r) == 3 for r in rows)
+
+
+def test_outputs_that_are_shortcuts_of_the_staged_file_are_recognised():
+    from medagentgym.tasks.biocoder import _shortcut
+
+    arg = bc.file_expr(bc.file_hints(bc.analyse("1", "c", "def f(p):\n    return open(p)\n")),
+                       random.Random(3))
+    text = bc.staged_text(arg)
+    assert text
+    first = text.splitlines()[0]
+    assert _shortcut(([arg], {"value": len(text.encode()), "type": "int"}))
+    assert _shortcut(([arg], {"value": first, "type": "str"}))
+    assert _shortcut(([arg], {"value": text.splitlines(), "type": "list"}))
+    assert not _shortcut(([arg], {"value": first + "x", "type": "str"}))
+    assert not _shortcut((["'x'"], {"value": 1, "type": "int"}))
 
 
 def test_exceptions_are_compared_by_type_on_the_host():

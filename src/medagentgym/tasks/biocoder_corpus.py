@@ -93,6 +93,23 @@ IMPORTS: dict[str, str] = {
         "mannwhitneyu", "fisher_exact", "binom", "poisson", "chi2", "hypergeom", "gmean",
         "zscore", "rankdata", "kendalltau", "linregress", "percentileofscore")},
     "wrap": "from textwrap import wrap",
+    "PIPE": "from subprocess import PIPE",
+    "TemporaryDirectory": "from tempfile import TemporaryDirectory",
+    "NamedTemporaryFile": "from tempfile import NamedTemporaryFile",
+    "tarfile": "import tarfile",
+    "zipfile": "import zipfile",
+    "itemgetter": "from operator import itemgetter",
+    "attrgetter": "from operator import attrgetter",
+    "savgol_coeffs": "from scipy.signal import savgol_coeffs",
+    "LOGGER": "import logging\nLOGGER = logging.getLogger(__name__)",
+    "LOG": "import logging\nLOG = logging.getLogger(__name__)",
+    "zip_longest": "from itertools import zip_longest",
+    "accumulate": "from itertools import accumulate",
+    "repeat": "from itertools import repeat",
+    "wraps": "from functools import wraps",
+    "isfile": "from os.path import isfile",
+    "isdir": "from os.path import isdir",
+    "abspath": "from os.path import abspath",
     "dedent": "from textwrap import dedent",
     "sklearn": "import sklearn",
     "AgglomerativeClustering": "from sklearn.cluster import AgglomerativeClustering",
@@ -389,7 +406,8 @@ _NAME_KINDS: list[tuple[re.Pattern[str], tuple[str, ...]]] = [
     (re.compile(r"(names|labels|words|lines|ids|strings|keys|headers|tokens|columns|cols)$"),
      ("list_str",)),
     (re.compile(r"(values|scores|data|counts|array|arr|numbers|nums|xs|ys|lst|list|vector|"
-                r"weights|intensities|vals|freqs|depths|positions|coverage|x_list)$"),
+                r"weights|intensities|vals|freqs|depths|positions|coverage|x_list|signal|"
+                r"samples|ratios|logs|pvals|pvalues|probs|sizes|lengths)$"),
      ("list_float", "list_int")),
     (re.compile(r"^(n|k|m|l|i|j|num|length|size|count|start|end|stop|pos|position|width|"
                 r"window|len|index|idx|offset|depth|step|ncol|nrow|level|order|copies|"
@@ -428,7 +446,7 @@ def _word(rng: random.Random) -> str:
         rng.randint(0, 99))
 
 
-def make_value(kind: str, rng: random.Random) -> Any:
+def make_value(kind: str, rng: random.Random, size: int | None = None) -> Any:
     if kind == "dna":
         return _dna(rng)
     if kind == "protein":
@@ -440,9 +458,9 @@ def make_value(kind: str, rng: random.Random) -> Any:
     if kind == "str":
         return _word(rng)
     if kind == "list_int":
-        return [rng.randint(0, 20) for _ in range(rng.randint(2, 8))]
+        return [rng.randint(0, 20) for _ in range(size or rng.randint(2, 8))]
     if kind == "list_float":
-        return [round(rng.uniform(0, 10), 3) for _ in range(rng.randint(2, 8))]
+        return [round(rng.uniform(0, 10), 3) for _ in range(size or rng.randint(2, 8))]
     if kind == "list_dna":
         return [_dna(rng, 3, 12) for _ in range(rng.randint(2, 5))]
     if kind == "list_str":
@@ -501,6 +519,9 @@ def usage_kinds(fn: Function) -> dict[str, list[str]]:
                 vote(p, "frame", w=4)
         elif isinstance(n, ast.Call):
             f = n.func
+            if isinstance(f, ast.Attribute) and f.attr == "split" and n.args and (
+                    p := name_of(f.value)) and _const_str(n.args[0]):
+                vote(p, "str_split", w=4)  # param.split(','): a delimited string
             fname = f.id if isinstance(f, ast.Name) else None
             base = f.value.id if isinstance(f, ast.Attribute) and isinstance(
                 f.value, ast.Name) else None
@@ -635,7 +656,9 @@ def candidate_inputs(fn: Function, seed: str, n: int = 60) -> list[list[str]]:
             if len(out) >= n or sum(1 for _ in seen) >= n:
                 break
             shape = (rng.randint(3, 6), rng.randint(3, 6))  # 2-D arrays of one call agree
-            args = [make_expr(k, rng, hints, p, shape) for k, p in zip(c, params, strict=True)]
+            args = [namespace_expr(fn, p, rng) if k == "namespace"
+                    else make_expr(k, rng, hints, p, shape)
+                    for k, p in zip(c, params, strict=True)]
             if fn.self_attrs is not None:
                 args.insert(0, instance_expr(fn.self_attrs, rng, fn.attr_literals))
             key = repr(args)
@@ -697,13 +720,41 @@ def param_roles(fn: Function) -> dict[str, str]:
         if p in roles or p in ("self", "cls"):
             continue
         low = p.lower()
-        if _PATH_NAME.search(low):
+        if low in ("log", "logger", "_log", "lg") and _logger_use(node, p):
+            roles[p] = "logger"
+        elif _OPAQUE.match(low) and not _PATH_NAME.search(low) and p not in keyed and \
+                _namespace_attrs(node, p):
+            roles[p] = "namespace"  # attributes read only: a stand-in object
+        elif _PATH_NAME.search(low):
             roles[p] = "path"
         elif _IMAGE_NAME.match(low):
             roles[p] = "image"
         elif _DICT_NAME.match(low) and p in keyed:
             roles[p] = "dict_lit"
     return roles
+
+
+_LOG_METHODS = {"debug", "info", "warning", "warn", "error", "exception", "critical", "log"}
+
+
+def _logger_use(node: ast.FunctionDef, p: str) -> bool:
+    """``p`` is only used to log (``p.info(...)``)."""
+    uses = [n for n in ast.walk(node) if isinstance(n, ast.Name) and n.id == p]
+    calls = [n for n in ast.walk(node) if isinstance(n, ast.Attribute)
+             and isinstance(n.value, ast.Name) and n.value.id == p and n.attr in _LOG_METHODS]
+    return bool(uses) and len(calls) == len(uses)
+
+
+def _namespace_attrs(node: ast.FunctionDef, p: str) -> list[str] | None:
+    """The attributes ``p`` is read for, when it is used for nothing else."""
+    attrs, why = instance_use(node, p)
+    return attrs if why is None and attrs else None
+
+
+def namespace_expr(fn: Function, p: str, rng: random.Random) -> str:
+    node = ast.parse(fn.source).body[0]
+    assert isinstance(node, ast.FunctionDef)
+    return instance_expr(_namespace_attrs(node, p) or [], rng, attribute_literals(node, p))
 
 
 @dataclass
@@ -717,6 +768,8 @@ class FileHints:
     exts: list[str]
     keys: dict[str, list[str]]
     ncol: int
+    #: the separators the golden splits strings on, in order of appearance
+    splits: list[str] = field(default_factory=list)
 
 
 _NOT_WORDS = {"r", "w", "rb", "wb", "rt", "wt", "a", "utf-8", "utf8", "ascii", "fasta",
@@ -738,6 +791,12 @@ def file_hints(fn: Function) -> FileHints:
     prefixes: list[str] = []
     keys: dict[str, list[str]] = {}
     maxidx = 0
+    splits: list[str] = []
+    for n in sorted((n for n in ast.walk(node) if isinstance(n, ast.Call)
+                     and isinstance(n.func, ast.Attribute) and n.func.attr == "split"
+                     and n.args), key=lambda n: (n.lineno, n.col_offset)):
+        if (v := _const_str(n.args[0])) and v not in splits:
+            splits.append(v)
     for n in ast.walk(node):
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
             if n.func.attr == "split" and not n.args and " " not in seps:
@@ -764,7 +823,8 @@ def file_hints(fn: Function) -> FileHints:
              and s.lower() not in _NOT_WORDS and not s.startswith(".")]
     exts = [s for s in dict.fromkeys(strs) if re.fullmatch(r"\.[A-Za-z0-9_.]{1,24}", s)]
     return FileHints(formats, seps, words[:12], prefixes[:4], exts[:8],
-                     {k: list(dict.fromkeys(v))[:8] for k, v in keys.items()}, maxidx + 1)
+                     {k: list(dict.fromkeys(v))[:8] for k, v in keys.items()}, maxidx + 1,
+                     splits[:3])
 
 
 def _cell(kind: str, rng: random.Random) -> str:
@@ -826,6 +886,30 @@ def file_expr(h: FileHints, rng: random.Random) -> str:
             f"(__import__('pathlib').Path({path!r}))")
 
 
+def staged_text(arg: str) -> str | None:
+    """The text a staging argument (from :func:`file_expr`) writes, else ``None``."""
+    if "write_text(" not in arg:
+        return None
+    try:
+        call = ast.parse(arg, mode="eval").body
+    except SyntaxError:
+        return None
+    for n in ast.walk(call):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and \
+                n.func.attr == "write_text" and n.args and (v := _const_str(n.args[0])) is not None:
+            return v
+    return None
+
+
+def file_shortcuts(text: str) -> list[Any]:
+    """Values a function could return from a staged file without doing its job: its size,
+    its first line (with and without the newline), its content, its lines."""
+    lines = text.splitlines()
+    first = text.splitlines(True)[0] if text else ""
+    return [len(text.encode()), len(text), first, first.rstrip("\n"), text, lines,
+            len(lines)]
+
+
 def path_value(h: FileHints, rng: random.Random) -> str:
     exts = [*h.exts, ".txt", ".fastq", ".fq.gz", ".fasta", ".fa.bz2", ".bam", ".vcf.gz"]
     base = rng.choice(["sample1", "chr22.1_50000", "reads_R1", "TP53", "run-7", "x"])
@@ -846,6 +930,8 @@ def make_expr(kind: str, rng: random.Random, hints: FileHints | None = None,
               param: str = "", shape: tuple[int, int] | None = None) -> str:
     """A Python expression for a value of ``kind`` (literals, or numpy / collections
     constructors reached through ``__import__``; staged files for ``file``)."""
+    if kind == "logger":
+        return "__import__('logging').getLogger('biocoder.task')"
     if kind in ("file", "path", "dict_lit"):
         h = hints or FileHints([], [], [], [], [], {}, 1)
         if kind == "file":
@@ -865,9 +951,21 @@ def make_expr(kind: str, rng: random.Random, hints: FileHints | None = None,
         size = shape[0] + shape[1] if shape else rng.randint(3, 10)  # one length per call
         vals = [round(rng.uniform(0, 10), 3) for _ in range(size)]
         return f"__import__('numpy').array({vals!r})"
+    if kind == "str_split":
+        h = hints or FileHints([], [], [], [], [], {}, 1)
+        seps = h.splits or [","]
+        leaf = rng.choices(["int", "word", "float", "dna"], [6, 2, 1, 1])[0]  # one per value
+
+        def part(level: int) -> str:
+            if level >= len(seps) or level > 2:
+                return _cell(leaf, rng)
+            return seps[level].join(part(level + 1) for _ in range(rng.randint(1, 4)))
+        return repr(part(0))
     if kind.startswith("list_tuple"):
         arity = int(kind.removeprefix("list_tuple") or 2)
         cols = [rng.choice(["int", "float", "dna", "str"]) for _ in range(arity)]
+        if rng.random() < 0.4:  # tuples of one kind (pairs of sequences, of numbers)
+            cols = [rng.choice(["dna", "int", "float"])] * arity
         rows = [tuple(make_value(c, rng) for c in cols) for _ in range(rng.randint(2, 6))]
         if rng.random() < 0.5:  # sorted by a numeric column, as tables often are
             num = [j for j, c in enumerate(cols) if c in ("int", "float")]
@@ -893,7 +991,9 @@ def make_expr(kind: str, rng: random.Random, hints: FileHints | None = None,
     if kind == "counter":
         d = {_word(rng): rng.randint(0, 3) for _ in range(rng.randint(0, 3))}
         return f"__import__('collections').defaultdict(int, {d!r})"
-    return repr(make_value(kind, rng))
+    # parallel lists: most calls give every list the same length
+    same = shape[0] + shape[1] if shape and rng.random() < 0.7 else None
+    return repr(make_value(kind, rng, same))
 
 
 def instance_expr(attrs: list[str], rng: random.Random,
