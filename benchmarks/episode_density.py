@@ -7,8 +7,10 @@ Opens ``--episodes`` pooled episodes (:class:`medagentgym.sandbox.pool.SandboxPo
 worker per CPU unless ``--workers``), has each run one small execution that writes a file
 (so its /tmp and /workspace mounts exist), keeps them all open, and reports:
 
-* memory per idle episode: the drop in ``MemAvailable`` (kernel: tmpfs superblocks, mounts,
-  slab) and the growth of this process's RSS (the host-side objects), divided by N;
+* memory per idle episode: the growth of the kernel's Shmem + slab + page tables + kernel
+  stacks + per-CPU memory (tmpfs superblocks and contents, mounts, inodes) and of this
+  process's RSS (the host-side objects), divided by N; the drop in ``MemAvailable`` is given
+  too, but on a shared machine it also moves with everyone else's work;
 * processes per idle episode: the pool's process trees before and after (should be 0);
 * warm execution latency (p50) with no other episode open and with all N open (each
   payload copies the worker's mount table, which grows with the episodes it holds);
@@ -38,6 +40,19 @@ def mem_available() -> int:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def meminfo(*keys: str) -> int:
+    """Sum of /proc/meminfo fields, bytes (Shmem: tmpfs contents; Slab: mounts, inodes)."""
+    total = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in keys:
+            total += int(rest.split()[0]) * 1024
+    return total
+
+
+KERNEL = ("Shmem", "SUnreclaim", "SReclaimable", "PageTables", "KernelStack", "Percpu")
 
 
 def self_rss() -> int:
@@ -151,7 +166,7 @@ async def run(episodes: int, workers: int, dedicated: int, repeats: int) -> dict
     procs_before = sum(len(tree(r)) for r in roots)
     probe = warmers[0]
     warm_empty = await warm_latency(probe, repeats)
-    mem0, rss0 = mem_available(), self_rss()
+    mem0, rss0, k0 = mem_available(), self_rss(), meminfo(*KERNEL)
     eps = [pool.episode() for _ in range(episodes)]
     t0 = time.perf_counter()
     for ep in eps:
@@ -165,7 +180,7 @@ async def run(episodes: int, workers: int, dedicated: int, repeats: int) -> dict
     await asyncio.gather(*(first(ep) for ep in eps))
     first_s = time.perf_counter() - t0
     await asyncio.sleep(1.0)
-    mem1, rss1 = mem_available(), self_rss()
+    mem1, rss1, k1 = mem_available(), self_rss(), meminfo(*KERNEL)
     procs_after = sum(len(tree(r)) for r in roots)
     warm_full = await warm_latency(probe, repeats)
     resets, fresh, warm_after = [], [], []
@@ -189,7 +204,8 @@ async def run(episodes: int, workers: int, dedicated: int, repeats: int) -> dict
         "first_execution_of_all_s": first_s,
         "first_executions_per_s": episodes / first_s,
         "mounted": sum(s.get("mounted") or 0 for s in stats),
-        "kernel_bytes_per_idle_episode": (mem0 - mem1) / episodes,
+        "memavailable_drop_bytes_per_idle_episode": (mem0 - mem1) / episodes,
+        "kernel_bytes_per_idle_episode": (k1 - k0) / episodes,
         "host_rss_bytes_per_idle_episode": (rss1 - rss0) / episodes,
         "processes_before": procs_before,
         "processes_after": procs_after,

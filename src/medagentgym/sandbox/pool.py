@@ -254,8 +254,9 @@ class SandboxPool:
             raise SandboxError("sandbox pool is closed")
         if len(self._episodes) >= MAX_EPISODES:
             raise SandboxError(f"sandbox pool is full ({MAX_EPISODES} episodes); close some")
+        if not all(self._started):
+            await self.start()  # every worker at once: later episodes never wait for one
         i = min(range(len(self.workers)), key=self._load.__getitem__)
-        await self._ensure(i)
         self._load[i] += 1
         self._episodes.add(ep)
         self._new_identity(ep)

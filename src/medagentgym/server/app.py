@@ -289,8 +289,10 @@ class EnvRegistry:
     """The server's environments, their task lists (shared, host-side) and their lifetimes."""
 
     def __init__(self, *, max_envs: int, idle_timeout_s: float, sandbox: str | None,
-                 max_task_sets: int = 32) -> None:
+                 max_task_sets: int = 32, sandbox_pool: Any = None) -> None:
         self.max_envs = max_envs
+        #: medagentgym.sandbox.pool.SandboxPools: envs share warm workers (issue 17)
+        self.sandbox_pool = sandbox_pool
         self.idle_timeout_s = idle_timeout_s
         self.sandbox = sandbox
         self.max_task_sets = max_task_sets
@@ -339,6 +341,9 @@ class EnvRegistry:
     # -- envs ----------------------------------------------------------------------------
     def _new_core(self, dataset: str, split: str, options: dict[str, Any],
                   tasks: list[Task]) -> AsyncMedAgentEnv:
+        if self.sandbox_pool is not None:
+            return AsyncMedAgentEnv(dataset, split, sandbox=self.sandbox, tasks=tasks,
+                                    sandbox_pool=self.sandbox_pool, **options)
         return AsyncMedAgentEnv(dataset, split, sandbox=self.sandbox, tasks=tasks, **options)
 
     async def create(self, req: CreateEnvRequest) -> tuple[_Slot, str]:
@@ -408,6 +413,8 @@ class EnvRegistry:
     async def close_all(self) -> None:
         await asyncio.gather(*(self.close(e) for e in list(self.envs)), return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.sandbox_pool is not None:
+            await self.sandbox_pool.close()
 
     async def reap_idle(self) -> int:
         now = time.monotonic()
@@ -533,7 +540,8 @@ def _given_secrets(request: Request) -> list[str]:
 
 def create_app(max_envs: int = 64, idle_timeout_s: float = 600.0, *, token: str | None = None,
                sandbox: str | None = "auto", admin_token: str | None = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY, max_task_sets: int = 32) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY, max_task_sets: int = 32,
+               sandbox_pool: bool = False) -> FastAPI:
     """The environment server's app.
 
     ``token``: require ``Authorization: Bearer <token>`` on every route but ``/health``
@@ -542,6 +550,8 @@ def create_app(max_envs: int = 64, idle_timeout_s: float = 600.0, *, token: str 
     ``$MEDAGENTGYM_SERVER_ADMIN_TOKEN``; empty = nobody). ``sandbox``: the provider every env
     uses (clients cannot choose it). ``max_body_bytes``: the largest request body (413
     beyond). ``max_task_sets``: distinct (dataset, split, options) task sets built at most.
+    ``sandbox_pool``: envs share one warm bwrap worker per CPU (``medagentgym.sandbox.pool``)
+    instead of a sandbox process tree each; an idle env then costs no process.
     """
     if max_envs < 1:
         raise ConfigurationError("max_envs must be at least 1")
@@ -556,8 +566,13 @@ def create_app(max_envs: int = 64, idle_timeout_s: float = 600.0, *, token: str 
     admin = admin_token.encode() if admin_token else None
     from medagentgym import __version__
 
+    pools = None
+    if sandbox_pool:
+        from medagentgym.sandbox.pool import SandboxPools
+
+        pools = SandboxPools()
     registry = EnvRegistry(max_envs=max_envs, idle_timeout_s=idle_timeout_s, sandbox=sandbox,
-                           max_task_sets=max_task_sets)
+                           max_task_sets=max_task_sets, sandbox_pool=pools)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,0 +1,244 @@
+"""Environment server density: sessions held, reset and step latency, idle expiry.
+
+    python benchmarks/server_load.py [--sessions 512] [--clients 64] [--steps 4] \\
+        [--exec-steps 1] [--idle 60] [--sandbox pool] [--mirror ../shared/data] [--out FILE]
+
+Starts the server (``medagentgym serve``'s app, ``create_app(sandbox_pool=True)`` for
+``--sandbox pool``) in its own process on loopback, then ``--clients`` concurrent HTTP clients
+each open sessions one after another (``POST /envs``, TREQS on the synthetic database),
+``reset`` them, and step each ``--steps`` times with an action that executes no code (a reply
+that is not a JSON action: the whole step path — parse, feedback, history — without the
+sandbox) and ``--exec-steps`` times with a small code action. Every session stays open. It
+reports:
+
+* sessions held at the end, per CPU core, and the server's memory per session (RSS of the
+  server process plus PSS of its sandbox processes, over the sessions);
+* reset latency (p50, p99) and step latency excluding execution (p50, p99), and executing
+  steps apart (they queue on the pool's workers: one per CPU);
+* idle expiry: after the load stops, how long until the server has closed every session
+  (``idle_timeout_s = --idle``), and whether its sandbox processes are back to the
+  workers alone.
+
+The load is bounded (sessions x steps requests); compare numbers within one run on a shared
+machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ADMIN = "bench-admin-token-0123456789"
+NOT_AN_ACTION = "I am still thinking about it."
+
+
+def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [pid], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def mem_mb(pids: list[int], field: str) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def start_server(port: int, sessions: int, idle: float, sandbox: str) -> subprocess.Popen:
+    code = (
+        "import uvicorn\nfrom medagentgym.server.app import create_app\n"
+        f"app = create_app(max_envs={sessions + 8}, idle_timeout_s={idle}, token=None, "
+        f"admin_token={ADMIN!r}, sandbox_pool={sandbox == 'pool'})\n"
+        f"uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning', "
+        "backlog=4096, timeout_keep_alive=600)\n")
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = start_server(port, args.sessions, args.idle, args.sandbox)
+    url = f"http://127.0.0.1:{port}"
+    limits = httpx.Limits(max_connections=args.clients + 4, max_keepalive_connections=args.clients + 4)
+    out: dict[str, Any] = {"sessions_asked": args.sessions, "clients": args.clients,
+                           "cpus": len(os.sched_getaffinity(0)), "sandbox": args.sandbox,
+                           "idle_timeout_s": args.idle}
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if (await http.get("/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server did not start")
+                await asyncio.sleep(0.2)
+            # the task set builds once (first create): not part of the per-session numbers
+            t0 = time.perf_counter()
+            r = await http.post("/envs", json={"dataset": "treqs", "options": {"database": "synthetic"}})
+            r.raise_for_status()
+            first = r.json()
+            # ... and the first reset starts the sandbox pool's workers (one per CPU)
+            h = {"X-Env-Secret": first["secret"]}
+            (await http.post(f"/envs/{first['env_id']}/reset", json={"seed": 0}, headers=h)
+             ).raise_for_status()
+            await http.delete(f"/envs/{first['env_id']}", headers={"X-Env-Secret": first["secret"]})
+            out["task_build_s"] = round(time.perf_counter() - t0, 2)
+
+            create_s, reset_s, step_s, exec_s, errors = [], [], [], [], []
+            held: list[tuple[str, str]] = []
+            queue: asyncio.Queue[int] = asyncio.Queue()
+            for i in range(args.sessions):
+                queue.put_nowait(i)
+
+            async def client() -> None:
+                while True:
+                    try:
+                        i = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        return
+                    try:
+                        t = time.perf_counter()
+                        r = await http.post("/envs", json={"dataset": "treqs",
+                                                           "options": {"database": "synthetic"}})
+                        create_s.append(time.perf_counter() - t)
+                        r.raise_for_status()
+                        env = r.json()
+                        h = {"X-Env-Secret": env["secret"]}
+                        eid = env["env_id"]
+                        t = time.perf_counter()
+                        r = await http.post(f"/envs/{eid}/reset", json={"seed": i}, headers=h)
+                        reset_s.append(time.perf_counter() - t)
+                        r.raise_for_status()
+                        for _ in range(args.steps):
+                            t = time.perf_counter()
+                            r = await http.post(f"/envs/{eid}/step", json={"action": NOT_AN_ACTION},
+                                                headers=h)
+                            step_s.append(time.perf_counter() - t)
+                            r.raise_for_status()
+                        for _ in range(args.exec_steps):
+                            t = time.perf_counter()
+                            r = await http.post(f"/envs/{eid}/step", headers=h, json={
+                                "action": {"action": "validate_code",
+                                           "params": {"code": "answer = 1 + 1"}}})
+                            exec_s.append(time.perf_counter() - t)
+                            r.raise_for_status()
+                        held.append((eid, env["secret"]))
+                    except Exception as exc:  # counted, reported
+                        errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(client() for _ in range(args.clients)))
+            wall = time.perf_counter() - t0
+            listing = (await http.get("/envs", headers={"X-Admin-Token": ADMIN})).json()
+            pids = tree(server.pid)
+            rss = mem_mb([server.pid], "Rss")
+            sandbox_pss = mem_mb(pids[1:], "Pss")
+            n = len(held)
+            out.update({
+                "sessions_held": listing.get("count", n),
+                "sessions_held_per_core": round(listing.get("count", n) / out["cpus"], 1),
+                "errors": len(errors), "first_errors": errors[:3],
+                "load_wall_s": round(wall, 1),
+                "requests_per_s": round((len(create_s) + len(reset_s) + len(step_s)
+                                         + len(exec_s)) / wall, 1),
+                "create_ms": {"p50": round(1e3 * pct(create_s, 0.5), 1),
+                              "p99": round(1e3 * pct(create_s, 0.99), 1)},
+                "reset_ms": {"p50": round(1e3 * pct(reset_s, 0.5), 1),
+                             "p99": round(1e3 * pct(reset_s, 0.99), 1)},
+                "step_without_execution_ms": {"p50": round(1e3 * pct(step_s, 0.5), 1),
+                                              "p99": round(1e3 * pct(step_s, 0.99), 1),
+                                              "n": len(step_s)},
+                "step_with_execution_ms": {"p50": round(1e3 * pct(exec_s, 0.5), 1),
+                                           "p99": round(1e3 * pct(exec_s, 0.99), 1),
+                                           "n": len(exec_s)},
+                "server_processes": len(pids),
+                "server_rss_mb": round(rss, 1),
+                "sandbox_pss_mb": round(sandbox_pss, 1),
+                "mb_per_session": round((rss + sandbox_pss) / max(1, n), 2),
+            })
+            # idle expiry: nothing touches the sessions now
+            t0 = time.perf_counter()
+            total = out["sessions_held"]
+            while total and time.perf_counter() - t0 < args.idle * 2 + 60:
+                await asyncio.sleep(1.0)
+                total = (await http.get("/envs", headers={"X-Admin-Token": ADMIN})).json()["count"]
+            out["all_expired_after_s"] = round(time.perf_counter() - t0, 1) if not total else None
+            out["sessions_left_after_expiry"] = total
+            await asyncio.sleep(1.0)
+            out["server_processes_after_expiry"] = len(tree(server.pid))
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=512)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--exec-steps", type=int, default=1)
+    parser.add_argument("--idle", type=float, default=60.0)
+    parser.add_argument("--sandbox", choices=("pool", "dedicated"), default="pool")
+    parser.add_argument("--mirror", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    os.environ.setdefault("MEDAGENTGYM_HOME", tempfile.mkdtemp(prefix="mag-bench-"))
+    from medagentgym.data.sources import pull
+
+    pull("treqs", args.mirror if args.mirror.exists() else None)
+    result = {"benchmark": "server_load",
+              "command": "python benchmarks/server_load.py " + " ".join(sys.argv[1:]),
+              **asyncio.run(run(args))}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
