@@ -153,6 +153,17 @@ def test_outputs_that_are_shortcuts_of_the_staged_file_are_recognised():
     assert not _shortcut((["'x'"], {"value": 1, "type": "int"}))
 
 
+def test_numpy_1_aliases_are_restored_in_the_context():
+    src = "def f(p):\n    return np.asfarray(p, dtype=np.float_).sum() + np.int(1)\n"
+    shims = bc.numpy_shims(src)
+    assert "_np.asfarray = " in shims and "_np.float_ = _np.float64" in shims
+    assert "_np.int = int" in shims
+    assert bc.numpy_shims("np.float64(1) + np.int_(2) + np.random.rand()") == ""
+    ns: dict = {}
+    exec(shims + "import numpy as np\n" + src + "out = f([1, 2])\n", ns)
+    assert ns["out"] == 4.0
+
+
 def test_exceptions_are_compared_by_type_on_the_host():
     from medagentgym.sandbox.base import ProbeValue
 

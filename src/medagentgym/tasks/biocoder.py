@@ -329,8 +329,10 @@ class BioCoderFamily(DatasetFamily):
         if ctx.problem:
             return ctx.problem
         task_id = f"{self.name}-{split}-{f.corpus.removeprefix('python_')}-{int(f.key):04d}"
+        context = bc.context_source(ctx)
+        shims = bc.numpy_shims(f.source + context)
         return {"split": split, "fn": f, "ctx": ctx, "id": task_id,
-                "context": bc.context_source(ctx),
+                "context": (shims + "\n" + context) if shims else context,
                 "inputs": bc.candidate_inputs(f, task_id)}
 
     async def _run_goldens(self, plans: list[dict[str, Any]]) -> list[Any]:

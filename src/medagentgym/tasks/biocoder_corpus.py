@@ -329,6 +329,27 @@ def resolve_context(fn: Function, by_name: dict[str, list[Function]]) -> Context
     return Context(imports, helpers)
 
 
+#: NumPy 1 names removed in NumPy 2 that goldens use -> what they were
+NUMPY_SHIMS = {"float_": "_np.float64", "complex_": "_np.complex128", "NaN": "_np.nan",
+               "NAN": "_np.nan", "Inf": "_np.inf", "Infinity": "_np.inf",
+               "product": "_np.prod", "cumproduct": "_np.cumprod", "alltrue": "_np.all",
+               "sometrue": "_np.any", "string_": "_np.bytes_", "unicode_": "_np.str_",
+               "int": "int", "float": "float", "bool": "bool", "object": "object",
+               "asfarray": "lambda a, dtype=_np.float64: _np.asarray(a, dtype)"}
+_NUMPY_REMOVED = re.compile(r"\b(?:np|numpy)\.(" + "|".join(NUMPY_SHIMS) + r")\b(?!\.)")
+
+
+def numpy_shims(source: str) -> str:
+    """Lines restoring the NumPy 1 aliases ``source`` uses (``np.float_``, ``np.asfarray``,
+    ...): the sandbox has NumPy 2, where they are gone."""
+    used = sorted(set(_NUMPY_REMOVED.findall(source)))
+    if not used:
+        return ""
+    lines = ["import numpy as _np  # NumPy 1 aliases the code below uses"]
+    lines.extend(f"_np.{name} = {NUMPY_SHIMS[name]}" for name in used)
+    return "\n".join(lines) + "\n"
+
+
 def context_source(ctx: Context) -> str:
     parts = []
     if ctx.imports:
@@ -520,8 +541,13 @@ def usage_kinds(fn: Function) -> dict[str, list[str]]:
         elif isinstance(n, ast.Call):
             f = n.func
             if isinstance(f, ast.Attribute) and f.attr == "split" and n.args and (
-                    p := name_of(f.value)) and _const_str(n.args[0]):
+                    p := name_of(f.value)) and _const_str(n.args[0]) and \
+                    _const_str(n.args[0]) != "\n":
                 vote(p, "str_split", w=4)  # param.split(','): a delimited string
+            if isinstance(f, ast.Attribute) and (p := name_of(f.value)) and (
+                    f.attr == "splitlines" or any(_const_str(a) in ("\n", "\t")
+                                                  for a in n.args)):
+                vote(p, "text_table", w=5)  # text.index('\n'): a multi-line text
             fname = f.id if isinstance(f, ast.Name) else None
             base = f.value.id if isinstance(f, ast.Attribute) and isinstance(
                 f.value, ast.Name) else None
@@ -655,7 +681,8 @@ def candidate_inputs(fn: Function, seed: str, n: int = 60) -> list[list[str]]:
         for _ in range(per * 2):
             if len(out) >= n or sum(1 for _ in seen) >= n:
                 break
-            shape = (rng.randint(3, 6), rng.randint(3, 6))  # 2-D arrays of one call agree
+            # 2-D arrays of one call agree (three columns: genotype probabilities, RGB)
+            shape = (rng.randint(3, 6), rng.choice([2, 3, 3, 4, 5, 6]))
             args = [namespace_expr(fn, p, rng) if k == "namespace"
                     else make_expr(k, rng, hints, p, shape)
                     for k, p in zip(c, params, strict=True)]
@@ -951,6 +978,9 @@ def make_expr(kind: str, rng: random.Random, hints: FileHints | None = None,
         size = shape[0] + shape[1] if shape else rng.randint(3, 10)  # one length per call
         vals = [round(rng.uniform(0, 10), 3) for _ in range(size)]
         return f"__import__('numpy').array({vals!r})"
+    if kind == "text_table":
+        h = hints or FileHints([], [], [], [], [], {}, 1)
+        return repr(file_text(h, rng)[1])
     if kind == "str_split":
         h = hints or FileHints([], [], [], [], [], {}, 1)
         seps = h.splits or [","]
