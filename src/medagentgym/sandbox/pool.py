@@ -205,7 +205,7 @@ class SandboxPool:
         self._ids = itertools.count(1)
         self._live_uids: set[int] = set()
         self._episodes: set[PooledEpisode] = set()
-        self._start_lock: asyncio.Lock | None = None
+        self._start_locks: list[asyncio.Lock] | None = None
         self._started = [False] * n
         self._closed = False
 
@@ -227,11 +227,11 @@ class SandboxPool:
         await asyncio.gather(*(self._ensure(i) for i in range(len(self.workers))))
 
     async def _ensure(self, i: int) -> None:
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
         if self._started[i]:
             return
-        async with self._start_lock:
+        if self._start_locks is None:
+            self._start_locks = [asyncio.Lock() for _ in self.workers]
+        async with self._start_locks[i]:  # workers start in parallel, each once
             if not self._started[i]:
                 await self.workers[i].start()
                 self._started[i] = True
