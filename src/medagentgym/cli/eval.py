@@ -132,7 +132,7 @@ def _print_table(result: dict, *, categories: bool = False) -> None:
     from rich.table import Table
 
     from medagentgym.eval.metrics import FAILURE_CATEGORIES, FAILURE_LABELS
-    from medagentgym.eval.report import display, pct
+    from medagentgym.eval.report import BEHAVIOUR_HEAD, behaviour_rows, ci_text, display, pct
 
     ks = [k for k in ("1", "2", "4", "8", "16") if k in result["overall"].get("pass_at_k", {})]
     scored = any(d.get("continuous") for d in result["datasets"].values())
@@ -149,7 +149,7 @@ def _print_table(result: dict, *, categories: bool = False) -> None:
         top = max(FAILURE_CATEGORIES, key=lambda c: d["failures"].get(c, 0))
         table.add_row(name, str(d["episodes"]), pct(d["success_rate"] if d["graded"] else None),
                       *([pct(d.get("mean_score") if d["graded"] else None)] if scored else []),
-                      f"[{pct(d['ci95'][0], 1)}, {pct(d['ci95'][1], 1)}]",
+                      ci_text(d),
                       *[pct(d.get("pass_at_k", {}).get(k)) for k in ks],
                       f"{d['mean_turns']:.2f}", str(d["infrastructure"]["episodes"]),
                       f"{d['tokens']['total_tokens']:,}",
@@ -159,6 +159,10 @@ def _print_table(result: dict, *, categories: bool = False) -> None:
     if console.width < 160:  # pipes and test runners report 80 columns: keep numbers whole
         console = Console(width=160)
     console.print(table)
+    behaviour = Table(*BEHAVIOUR_HEAD, title="what the agent did")
+    for row in behaviour_rows(result):
+        behaviour.add_row(*row)
+    console.print(behaviour)
     if result["overall"].get("cost_usd") is None:
         console.print("cost: unknown (set input_cost_per_mtok / output_cost_per_mtok in [model] "
                       "of the rollout config to record it)", highlight=False)

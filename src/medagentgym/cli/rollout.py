@@ -324,7 +324,9 @@ def result_line(report: dict[str, Any]) -> str:
     parts = []
     for name, d in (report.get("summary") or {}).items():
         graded = d["episodes"] - d["infra_errors"]
-        parts.append(f"{name}: {d['success']}/{graded} solved ({d['success_rate']:.1%})"
+        solved = (f"{d['success']}/{graded} solved ({d['success_rate']:.1%})" if graded
+                  else "no graded episodes")
+        parts.append(f"{name}: {solved}"
                      + (f", {d['infra_errors']} infrastructure errors" if d["infra_errors"] else ""))
     extra = f"; {report['tokens']:,} tokens" if report.get("tokens") else ""
     seconds = f" in {report['seconds']} s" if report.get("seconds") is not None else ""

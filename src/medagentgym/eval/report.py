@@ -35,6 +35,39 @@ def display(name: str) -> str:
     return DISPLAY_NAMES.get(name, name)
 
 
+NO_GRADED = "no graded episodes"
+
+
+def ci_text(block: Mapping[str, Any], digits: int = 1) -> str:
+    """The 95% interval of a block, or :data:`NO_GRADED` when nothing was graded (an
+    interval of [0, 0] would read as a measured zero)."""
+    if not block.get("graded"):
+        return NO_GRADED
+    return f"[{pct(block['ci95'][0], digits)}, {pct(block['ci95'][1], digits)}]"
+
+
+#: columns of the behaviour table: what the agent did, per dataset
+BEHAVIOUR_HEAD = ["dataset", "s/episode", "model calls", "parse failures", "loop hints",
+                  *[f"{'code' if g == 'code' else g} %" for g in ACTION_GROUPS]]
+
+
+def behaviour_rows(report: Mapping[str, Any]) -> list[list[str]]:
+    """Per dataset (and overall): mean episode duration, model calls, replies the agent could
+    not parse (count and share of calls), loop hints, and the action mix in percent."""
+    rows = []
+    for name, d in [*report["datasets"].items(), ("overall", report["overall"])]:
+        stats = d.get("agent_stats") or {}
+        calls = int(stats.get("model_calls", 0))
+        fails = int(stats.get("parse_failures", 0))
+        parse = f"{fails} ({fails / calls:.0%})" if calls else (str(fails) if fails else DASH)
+        mix = d.get("action_mix") or {}
+        rows.append([display(name) if name != "overall" else "overall",
+                     f"{d.get('mean_duration_s', 0.0):.1f}", str(calls) if calls else DASH,
+                     parse, str(int(stats.get("loop_hints", 0))),
+                     *[f"{mix.get(g, 0.0) * 100:.0f}" for g in ACTION_GROUPS]])
+    return rows
+
+
 def _rate(report: Mapping[str, Any], dataset: str) -> float | None:
     d = report["datasets"].get(dataset)
     return d["success_rate"] if d and d["graded"] else None
@@ -107,7 +140,7 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
         lines.append("| " + " | ".join([
             name, str(d["episodes"]), pct(d["success_rate"] if d["graded"] else None),
             *([pct(d.get("mean_score") if d["graded"] else None)] if scored else []),
-            f"[{pct(d['ci95'][0])}, {pct(d['ci95'][1])}]",
+            ci_text(d, 2),
             *[pct(pk.get(str(k))) for k in ks], f"{d['mean_turns']:.2f}",
             str(d["infrastructure"]["episodes"]), top_txt]) + " |")
     lines.append("")
@@ -121,6 +154,10 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
                          f"[{pct(agg['ci95'][0])}, {pct(agg['ci95'][1])}]{note}")
         else:
             lines.append(f"- {title}: no dataset of this group was evaluated")
+    lines += ["", "| " + " | ".join(BEHAVIOUR_HEAD) + " |",
+              "|---|" + "---:|" * (len(BEHAVIOUR_HEAD) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in behaviour_rows(report)]
+    lines.append("")
     tokens = report["overall"]["tokens"]
     if tokens.get("total_tokens"):
         cost = report["overall"].get("cost_usd")
@@ -162,7 +199,7 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 
 def _cell(d: Mapping[str, Any] | None) -> str:
     if not d or not d.get("graded"):
-        return DASH
+        return f"<span class=muted>{NO_GRADED}</span>" if d else DASH
     return (f"{pct(d['success_rate'])}<br><span class=muted>[{pct(d['ci95'][0], 1)}, "
             f"{pct(d['ci95'][1], 1)}]</span>")
 
@@ -260,6 +297,8 @@ def html_report(boards: Boards, *, title: str = "MedAgentGym evaluation",
                          DASH if b.get("cost_usd") is None else f"${b['cost_usd']:.4f}"])
         parts.append(_table(["dataset", "episodes", "graded", "success % [95% CI]", "turns",
                              "infra", "tokens", "cost"], rows))
+        parts.append("<h3>What the agent did</h3>" + _table(
+            BEHAVIOUR_HEAD, [[escape(c) for c in row] for row in behaviour_rows(rep)]))
         frows = [[escape(display(d)), *[str(b["failures"][c]) for c in FAILURE_CATEGORIES],
                   str(b["infrastructure"]["episodes"])]
                  for d, b in [*rep["datasets"].items(), ("overall", rep["overall"])]]

@@ -74,9 +74,16 @@ def grouped_bars(groups: Sequence[str], series: Sequence[tuple[str, Sequence[flo
             x = gx + si * bar_w
             h = value * plot_h
             y = top + plot_h - h
-            out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w - 2}" height="{h:.1f}" '
-                       f'fill="{color(si)}"><title>{escape(label)} · {escape(group)}: '
-                       f'{value * 100:.1f}%</title></rect>')
+            tip = f'<title>{escape(label)} · {escape(group)}: {value * 100:.1f}%</title>'
+            if h < 2:  # a 0% bar stays visible: a stub on the axis and its value
+                out.append(f'<rect class="zero" x="{x:.1f}" y="{top + plot_h - 2:.1f}" '
+                           f'width="{bar_w - 2}" height="2" fill="{color(si)}" '
+                           f'stroke="{color(si)}">{tip}</rect>'
+                           f'<text x="{x + (bar_w - 2) / 2:.1f}" y="{top + plot_h - 5:.1f}" '
+                           f'text-anchor="middle" font-size="9">{value * 100:.0f}%</text>')
+            else:
+                out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w - 2}" '
+                           f'height="{h:.1f}" fill="{color(si)}">{tip}</rect>')
             ci = intervals[gi] if gi < len(intervals) else None
             if ci:
                 cx = x + (bar_w - 2) / 2

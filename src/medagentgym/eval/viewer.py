@@ -259,7 +259,7 @@ async function openEpisode(i) {
       el('span', {class: 'action-name', text: s.action || '(unreadable reply)'}),
       s.exec_status ? el('span', {class: 'muted', text: 'status: ' + s.exec_status}) : null,
       el('span', {class: 'reward', text: 'reward ' + Number(s.reward).toFixed(2)})));
-    if (s.model_output) box.appendChild(el('details', {class: 'sec'}, el('summary', {text: 'model output'}), pre(s.model_output, 'model-output')));
+    if (s.model_output) box.appendChild(el('details', {class: 'sec', open: ''}, el('summary', {text: 'model output'}), pre(s.model_output, 'model-output')));
     else if (s.raw_action) box.appendChild(section('agent wrote', pre(s.raw_action, 'model-output')));
     if (s.parse_error) box.appendChild(section('parse error', pre(s.parse_error, 'perr')));
     if (s.action && Object.keys(s.params).length) box.appendChild(section('parameters', pre(JSON.stringify(s.params, null, 2), 'params')));

@@ -36,7 +36,7 @@ from medagentgym.tasks.family import option
 from medagentgym.types import Grade, GroundTruth, Provenance, Task
 
 NOW = "2105-12-31 23:59:00"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: task ids no longer repeat the dataset name
 
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
@@ -343,7 +343,8 @@ class EhrSqlFamily(DatasetFamily):
 
     def _single_record(self, inst: Any, split: str) -> dict[str, Any]:
         task = Task(
-            id=f"{self.name}-{inst.id}", dataset=self.name, category=inst.category, split=split,
+            id=_task_id(self.name, inst.id), dataset=self.name, category=inst.category,
+            split=split,
             goal=inst.question, inputs=self._inputs(),
             allowed_actions=self.allowed_actions,
             provenance=self._provenance(inst.source_id or inst.template_id),
@@ -358,7 +359,7 @@ class EhrSqlFamily(DatasetFamily):
     def _sequence_record(self, seq: Any, split: str) -> dict[str, Any]:
         subs = seq.sub_questions
         task = Task(
-            id=f"{self.name}-{seq.id}", dataset=self.name,
+            id=_task_id(self.name, seq.id), dataset=self.name,
             category="+".join(dict.fromkeys(s.category for s in subs)), split=split,
             goal=subs[0].question, inputs=self._inputs(),
             allowed_actions=self.allowed_actions, provenance=self._provenance(seq.id),
@@ -421,3 +422,10 @@ class EhrSqlFamily(DatasetFamily):
         from medagentgym.data.info import get_index
 
         return get_index(self.db.path)
+
+
+def _task_id(dataset: str, instance_id: str) -> str:
+    """``<dataset>-<instance id>``, without repeating the dataset when the instance id
+    already starts with it (template instances are named after their database)."""
+    return instance_id if instance_id.startswith(f"{dataset}-") else f"{dataset}-{instance_id}"
+
