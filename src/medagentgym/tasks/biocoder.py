@@ -455,6 +455,11 @@ class BioCoderFamily(DatasetFamily):
         return self.record(task, truth)
 
     # -- prompting --------------------------------------------------------------------
+    def example_code(self, task: Task) -> str | None:
+        return ("def gc_fraction(seq):\n"
+                "    return (seq.count('G') + seq.count('C')) / len(seq)\n"
+                "print(gc_fraction('ACGT'))")
+
     def instructions(self, task: Task) -> str:
         return ("You are a bioinformatics programmer. Write Python that defines the requested "
                 "function (numpy, pandas, scipy and Biopython are available; there is no "

@@ -177,9 +177,9 @@ class TaskFamily(abc.ABC):
                     "df = pd.DataFrame({'heart_rate': [72, 88, 95]})\n"
                     "print(df.describe())\n"
                     "answer = float(df['heart_rate'].mean())")
-        return ("def gc_fraction(seq):\n"
-                "    return (seq.count('G') + seq.count('C')) / len(seq)\n"
-                "print(gc_fraction('ACGT'))")
+        return ("import pandas as pd\n"
+                "df = pd.DataFrame({'heart_rate': [72, 88, 95]})\n"
+                "print(df.describe())")
 
     def stages(self, task: Task) -> list[str]:
         """Goals shown one after another in an episode (one for most families)."""
