@@ -37,25 +37,27 @@ def _cli(*args: str):
 
 def test_smollm2_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDAGENTGYM_HOME", str(tmp_path / "home"))
-    run = tmp_path / "run"
+    runs = []
     for dataset, extra in (("npowerai", []), ("mimic_iii", ["--database", "synthetic",
                                                            "--patients", "20"])):
+        run = tmp_path / f"run-{dataset}"  # one run directory per dataset and settings
         res = _cli("rollout", dataset, "--model", "local:smollm2", "--out", run,
                    "--limit", "2", "--max-turns", "3", "--max-tokens", "256",
                    "--context-window", "8192", "--prompt-style", "compact",
-                   "--no-debugger", "--quiet", "--json", *extra, *(
-                       ["--resume"] if (run / "trajectories.jsonl").exists() else []))
+                   "--no-debugger", "--quiet", "--json", *extra)
         assert res.exit_code == 0, res.output[-2000:]
-    rows = [json.loads(x) for x in (run / "trajectories.jsonl").read_text().splitlines()]
+        runs.append(run)
+    rows = [json.loads(x) for run in runs
+            for x in (run / "trajectories.jsonl").read_text().splitlines()]
     assert len(rows) == 4
     assert all(r["error"] is None or r["error"]["source"] == "agent" for r in rows)
     stats = [r["metadata"]["agent_stats"] for r in rows]
     assert all(s["model_calls"] >= 1 for s in stats)
     assert all("parse_failures" in s for s in stats)
-    report = _cli("eval", run, "--json")
+    report = _cli("eval", *runs, "--json")
     assert report.exit_code == 0, report.output[-2000:]
     sft = tmp_path / "sft.jsonl"
-    exp = _cli("export", "sft", run, "--out", sft, "--include-failures", "--allow-empty")
+    exp = _cli("export", "sft", *runs, "--out", sft, "--include-failures", "--allow-empty")
     assert exp.exit_code == 0, exp.output[-2000:]
     assert sft.read_text().strip(), "failures included: the export has rows"
     out = tmp_path / "ckpt"
