@@ -495,7 +495,9 @@ def make_value(kind: str, rng: random.Random, size: int | None = None) -> Any:
 
 _ARRAY_ATTRS = {"ndim", "shape", "dtype", "copy", "max", "min", "sum", "mean", "astype", "T",
                 "reshape", "flatten", "ravel", "size", "any", "all", "argmax", "argmin",
-                "nonzero", "std", "cumsum", "tolist", "fill", "clip", "round"}
+                "nonzero", "std", "cumsum", "tolist", "fill", "clip", "round", "diagonal",
+                "transpose", "dot", "squeeze", "argsort", "prod", "var", "ptp", "item",
+                "take", "trace", "nbytes", "itemsize", "swapaxes"}
 _STR_ATTRS = {"split", "upper", "lower", "strip", "rstrip", "lstrip", "startswith",
               "endswith", "replace", "find", "rfind", "format", "encode", "isdigit", "isalpha",
               "partition", "rpartition", "splitlines", "title", "capitalize", "translate",
@@ -582,6 +584,8 @@ def usage_kinds(fn: Function) -> dict[str, list[str]]:
                         vote(p, "number", w=2)
                     if isinstance(other, ast.Constant) and isinstance(other.value, str):
                         vote(p, "str_like", w=2)
+                    elif not isinstance(other, ast.Constant | ast.JoinedStr):
+                        vote(p, "arith", w=1)  # computed with another value
         elif isinstance(n, ast.Compare):
             for side in (n.left, *n.comparators):
                 if (p := name_of(side)):
@@ -625,6 +629,8 @@ def _expand(abstract: str, param: str) -> list[str]:
         return [k for k in named if k.startswith("list")] or ["list_int", "list_str"]
     if abstract == "number":
         return [k for k in named if k in ("int", "float")] or ["int", "float"]
+    if abstract == "arith":
+        return []  # evidence only (with indexing: an array)
     return [abstract]
 
 
@@ -645,8 +651,10 @@ def param_kinds(fn: Function) -> dict[str, list[str]]:
         kinds.extend(k for k in kinds_for(p) if k not in kinds)
         kinds.extend(k for k in ("str", "int", "list_int", "float", "dna") if k not in kinds)
         kinds = kinds[:4]
-        if "seq" in usage.get(p, []) and "number" in usage.get(p, []) and \
-                "array_float" not in kinds:
+        used = usage.get(p, [])
+        if "seq" in used and ("number" in used or "arith" in used) and \
+                "array_float" not in kinds[:1]:
+            kinds = [k for k in kinds if k != "array_float"]
             kinds.insert(0, "array_float")  # indexed and computed with: a numpy array
         if "array_float" not in kinds and any(k in ("list_float", "list_int")
                                               for k in kinds[:2]):
