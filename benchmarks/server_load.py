@@ -11,7 +11,8 @@ that is not a JSON action: the whole step path — parse, feedback, history — 
 sandbox) and ``--exec-steps`` times with a small code action. Every session stays open. It
 reports:
 
-* sessions held at the end, per CPU core, and the server's memory per session (RSS of the
+* sessions held at the end and at the peak (sampled every 2 s; with a load longer than
+  ``--idle`` the first sessions expire before the last open), per CPU core, and the server's memory per session (RSS of the
   server process plus PSS of its sandbox processes, over the sessions);
 * reset latency (p50, p99) and step latency excluding execution (p50, p99), and executing
   steps apart (they queue on the pool's workers: one per CPU);
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -164,9 +166,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     except Exception as exc:  # counted, reported
                         errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
 
+            peak = {"held": 0}
+
+            async def watch() -> None:  # sessions the server holds, sampled during the load
+                while True:
+                    await asyncio.sleep(2.0)
+                    with contextlib.suppress(Exception):
+                        got = await http.get("/envs", headers={"X-Admin-Token": ADMIN})
+                        peak["held"] = max(peak["held"], got.json()["count"])
+
+            watcher = asyncio.get_running_loop().create_task(watch())
             t0 = time.perf_counter()
             await asyncio.gather(*(client() for _ in range(args.clients)))
             wall = time.perf_counter() - t0
+            watcher.cancel()
             listing = (await http.get("/envs", headers={"X-Admin-Token": ADMIN})).json()
             pids = tree(server.pid)
             rss = mem_mb([server.pid], "Rss")
@@ -174,7 +187,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             n = len(held)
             out.update({
                 "sessions_held": listing.get("count", n),
-                "sessions_held_per_core": round(listing.get("count", n) / out["cpus"], 1),
+                "sessions_held_peak": max(peak["held"], listing.get("count", n)),
+                "sessions_held_per_core": round(max(peak["held"], listing.get("count", n))
+                                                / out["cpus"], 1),
                 "errors": len(errors), "first_errors": errors[:3],
                 "load_wall_s": round(wall, 1),
                 "requests_per_s": round((len(create_s) + len(reset_s) + len(step_s)
