@@ -421,3 +421,54 @@ def test_a_case_expecting_an_exception_needs_the_exception(tasks):
         assert reward == 1.0, obs[-600:]
         reward, obs = _episode(e, task, wrapped)
         assert reward == 0.0, obs[-400:]
+
+
+@pytest.mark.slow
+def test_gold_passes_and_cheats_fail_on_every_kept_task(tasks):
+    """Every kept task, through the sandbox probes and the host grader: the golden passes;
+    `return None`, the example's value and (file tasks) the staged file's size, first line
+    or content fail."""
+    import asyncio
+
+    from medagentgym.sandbox import open_sandbox_async
+    from medagentgym.tasks.biocoder import _case_matches
+
+    fam: BioCoderFamily = tasks["family"]
+
+    def codes(t: Task) -> dict[str, str]:
+        ex = t.metadata["example"]
+        out = {"gold": t.truth.solution, "none": _with_body(t, "return None"),
+               "example": _with_body(t, f"return {ex.get('value')!r}")}
+        staged = [i for i, a in enumerate(t.truth.value["cases"][0]["args"])
+                  if bc.staged_text(a) is not None]
+        if staged:
+            p = t.metadata["params"][staged[0]]
+            out["size"] = _with_body(t, f"import os; return os.path.getsize({p})")
+            out["first line"] = _with_body(t, f"return open({p}).readline()")
+            out["content"] = _with_body(t, f"return open({p}).read()")
+        return out
+
+    async def sweep() -> dict[str, dict[str, bool]]:
+        todo = sorted(_all(tasks), key=lambda t: t.id)
+        res: dict[str, dict[str, bool]] = {}
+
+        async def worker() -> None:
+            async with open_sandbox_async(preload="science") as sb:
+                while todo:
+                    t = todo.pop()
+                    cases = t.truth.value["cases"]
+                    res[t.id] = {}
+                    for name, code in codes(t).items():
+                        r = await sb.execute(code, timeout=30, probes=fam.probes(t),
+                                             probe_timeout=20)
+                        got = r.probes or {}
+                        res[t.id][name] = all(_case_matches(c, got.get(f"h{i}"))
+                                              for i, c in enumerate(cases))
+                        await sb.reset()
+
+        await asyncio.gather(*(worker() for _ in range(3)))
+        return res
+
+    res = asyncio.run(sweep())
+    assert [k for k, r in res.items() if not r["gold"]] == []
+    assert [(k, n) for k, r in res.items() for n, ok in r.items() if n != "gold" and ok] == []
