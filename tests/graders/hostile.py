@@ -290,7 +290,34 @@ def _ehrcon(dataset: str, family: Any) -> list[tuple[Task, int, Any]]:
             for i, gold in enumerate(golds)]
 
 
-BUILDERS = {"EhrSqlFamily": _ehr, "MedCalcFamily": _medcalc, "NPowerFamily": _npower,
+def _mimic_iv(dataset: str, family: Any) -> list[tuple[Task, int, Any]]:
+    """EHRSQL-2024 on MIMIC-IV: the EHR answer contract (sql_rows, abstention)."""
+    drugs = [("aspirin", 2.5), ("heparin", 1.0)]
+    return [
+        (_task(dataset, 0, GroundTruth(kind="sql_rows", value=[(7,)])), 0, [[7]]),
+        (_task(dataset, 1, GroundTruth(kind="sql_rows", value=drugs)), 0, [list(r) for r in drugs]),
+        (_task(dataset, 2, GroundTruth(kind="sql_rows", value=None), is_impossible=True), 0, None),
+    ]
+
+
+def _biodsbench(dataset: str, family: Any) -> list[tuple[Task, int, Any]]:
+    """BioDSBench in real-data mode (expectations stored with the task): a number within a
+    tolerance, a set of genes, a label."""
+    from medagentgym.tasks.biodsbench_probes import Probe
+
+    probes = [Probe(name="p0", expr="n_patients", cmp="close", tol=1e-6).to_json(),
+              Probe(name="p1", expr="genes", cmp="set").to_json(),
+              Probe(name="p2", expr="label", cmp="equal").to_json()]
+    expected = {"p0": 120, "p1": ["KRAS", "TP53"], "p2": "high"}
+    truth = GroundTruth(kind="probe_values", value={"mode": "real", "probes": probes,
+                                                    "expected": expected},
+                        solution="n_patients = 120\ngenes = ['TP53', 'KRAS']\nlabel = 'high'\n")
+    task = _task(dataset, 0, truth)
+    return [(task, 0, ProbeAnswer({"p0": (120, "int"), "p1": (["TP53", "KRAS"], "list"),
+                                   "p2": ("high", "str")}))]
+
+
+BUILDERS = {"EhrSqlFamily": _ehr, "MimicIvFamily": _mimic_iv, "BioDSBenchFamily": _biodsbench, "MedCalcFamily": _medcalc, "NPowerFamily": _npower,
             "BioCoderFamily": _biocoder, "MedAgentBenchFamily": _medagentbench,
             "MlEhrFamily": _mlehr, "EhrConFamily": _ehrcon}
 

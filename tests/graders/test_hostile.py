@@ -136,6 +136,10 @@ def _gold(task, stage: int, family=None):
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_real_tasks_grade_hostile_answers_wrong(mag_home, mirror, dataset):
     """The same on tasks built as the datasets build them (synthetic databases and notes)."""
+    if dataset == "biodsbench":
+        pytest.skip("biodsbench grades against expectations computed at each episode's setup "
+                    "(a sandbox run of the reference); its hostile values are graded through "
+                    "the real-data mode in the synthetic suite, cheats in test_biodsbench.py")
     options = REAL_OPTIONS.get(dataset, {"database": "synthetic"})
     family = registry.get_family(dataset, **options)
     tasks = _real_tasks(dataset, mirror)

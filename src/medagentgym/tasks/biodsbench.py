@@ -386,6 +386,8 @@ class BioDSBenchFamily(DatasetFamily):
         spec = episode.task.truth.value
         sb = episode.sandbox
         if spec.get("mode") == "real":
+            if MOUNT not in episode.task.inputs or not episode.task.metadata.get("cbioportal_id"):
+                return  # nothing mounted to link or describe (the expectations are stored)
             link = f"{MOUNT}/{episode.task.metadata.get('cbioportal_id')}"
             await _link(sb, link)
             from medagentgym.tasks import biodsbench_synth as syn
