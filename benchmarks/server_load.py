@@ -78,6 +78,20 @@ def mem_mb(pids: list[int], field: str) -> float:
     return total / 1024
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds of one process (its own threads, not its children)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return 0.0
+
+
+def machine_busy() -> tuple[float, float]:
+    v = list(map(int, Path("/proc/stat").read_text().splitlines()[0].split()[1:]))
+    return sum(v) - v[3] - v[4], sum(v)
+
+
 def start_server(port: int, sessions: int, idle: float, sandbox: str) -> subprocess.Popen:
     code = (
         "import uvicorn\nfrom medagentgym.server.app import create_app\n"
@@ -177,8 +191,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             watcher = asyncio.get_running_loop().create_task(watch())
             t0 = time.perf_counter()
+            cpu0 = proc_cpu(server.pid)
+            busy0 = machine_busy()
             await asyncio.gather(*(client() for _ in range(args.clients)))
             wall = time.perf_counter() - t0
+            server_cpu = proc_cpu(server.pid) - cpu0
+            busy1 = machine_busy()
             watcher.cancel()
             listing = (await http.get("/envs", headers={"X-Admin-Token": ADMIN})).json()
             pids = tree(server.pid)
@@ -204,6 +222,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "step_with_execution_ms": {"p50": round(1e3 * pct(exec_s, 0.5), 1),
                                            "p99": round(1e3 * pct(exec_s, 0.99), 1),
                                            "n": len(exec_s)},
+                # the server process alone (event loop, HTTP, env logic; not the sandboxes)
+                "server_cpu_ms_per_request": round(1e3 * server_cpu / max(1, len(create_s) + len(
+                    reset_s) + len(step_s) + len(exec_s)), 2),
+                "server_share_of_one_core": round(server_cpu / wall, 3),
+                "machine_busy": round((busy1[0] - busy0[0]) / max(1e-9, busy1[1] - busy0[1]), 3),
                 "server_processes": len(pids),
                 "server_rss_mb": round(rss, 1),
                 "sandbox_pss_mb": round(sandbox_pss, 1),
