@@ -132,7 +132,9 @@ def _exercise(driver, shots: Path, name: str) -> None:
     obs = turn.find_element(By.CSS_SELECTOR, ".observation")
     assert obs.text == "<img src=x onerror=alert(1)>"  # shown as text ...
     assert not driver.find_elements(By.CSS_SELECTOR, "#detail img")  # ... never as markup
-    turn.find_element(By.CSS_SELECTOR, "details summary").click()
+    # the model's output is shown expanded (what one reads when a model cannot follow the
+    # format), as text, never as markup
+    assert turn.find_element(By.CSS_SELECTOR, "details.sec").get_attribute("open") is not None
     assert "<b>bold?</b>" in turn.find_element(By.CSS_SELECTOR, ".model-output").text
     assert "correct" in turn.find_element(By.CSS_SELECTOR, ".grade").text
     assert driver.find_element(By.ID, "ep-meta").text.count("model-a") == 1

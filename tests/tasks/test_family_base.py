@@ -204,8 +204,13 @@ VALID = [
     ("weeks_days", [14, 1], {}), ("sample_size", 64, {}), ("power", 0.8, {}),
     ("probe_values", None, {}), ("probe_values", {"t0": 21}, {}),
     ("workspace_file", {"labels": [0, 1]}, {}), ("service_state", [5], {}),
+    ("consistency", {"inconsistent": True, "n_fields": 2}, {}),
+    ("consistency", {"inconsistent": False, "n_fields": 0}, {}),
 ]
 INVALID = [
+    ("consistency", {"inconsistent": True, "n_fields": 0}, {}),
+    ("consistency", {"inconsistent": 1, "n_fields": 1}, {}),
+    ("consistency", {"inconsistent": False}, {}),
     ("sql_rows", {"a": [1, 2]}, {}), ("sql_rows", [[[1]]], {}),
     ("sequence", [], {}), ("sequence", None, {}),
     ("numeric", 7.0, {}), ("numeric", float("nan"), {"lower": 0, "upper": 1}),

@@ -160,11 +160,9 @@ class AsyncMedAgentEnv:
         await self.family.setup(self._episode)
         described = {name: _describe(name, handler)
                      for name, handler in self._extra_actions.items()}
-        self.system_prompt = system_prompt(
-            self.family.instructions(task), self.allowed_actions, self.protocol,
-            self.max_turns, described, style=self.prompt_style,
-            preload=resolve_preload(self.family.preload), needs_answer=self.family.needs_answer,
-            example_code=self.family.example_code(task))
+        self.system_prompt = task_system_prompt(
+            self.family, task, self.allowed_actions, self.protocol, self.max_turns,
+            style=self.prompt_style, described=described)
         obs = self._goal_text(0)
         return obs, self._info(system_prompt=self.system_prompt)
 
@@ -388,6 +386,17 @@ def _terminal_text(r: ExecResult) -> str:
         error = f": {r.error[:500]}" if r.error else ""
         text += f"\n[exit status {r.exit_code}; {r.status}{error}]"
     return text
+
+
+def task_system_prompt(family: Any, task: Task, actions: Sequence[str], protocol: str,
+                       max_turns: int, *, style: str = "paper",
+                       described: dict[str, str] | None = None) -> str:
+    """The system prompt an episode of ``task`` starts with (the one place it is built: the
+    environment and the RL export both call it)."""
+    return system_prompt(family.instructions(task), actions, protocol, max_turns, described,
+                         style=style, preload=resolve_preload(family.preload),
+                         needs_answer=family.needs_answer,
+                         example_code=family.example_code(task))
 
 
 class MedAgentEnv(gym.Env[str, str]):

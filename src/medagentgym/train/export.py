@@ -483,7 +483,7 @@ def rl_rows_from_tasks(dataset: str, split: str, tasks: Sequence[Any], *,
                        protocol: str = "paper", max_turns: int = 15,
                        family_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """RL rows straight from task definitions (no trajectories needed)."""
-    from medagentgym.env.prompts import system_prompt
+    from medagentgym.env.env import task_system_prompt
     from medagentgym.tasks.registry import get_family
 
     family = get_family(dataset, **(family_options or {}))
@@ -496,8 +496,8 @@ def rl_rows_from_tasks(dataset: str, split: str, tasks: Sequence[Any], *,
         stages = family.stages(task)
         goal = stages[0] if len(stages) == 1 else f"Question 1 of {len(stages)}: {stages[0]}"
         rows.append({
-            "prompt": [{"role": "system", "content": system_prompt(
-                family.instructions(task), allowed, protocol, max_turns)},
+            "prompt": [{"role": "system", "content": task_system_prompt(
+                family, task, allowed, protocol, max_turns)},
                 {"role": "user", "content": goal}],
             "dataset": dataset, "split": split, "task_id": task.id, "category": task.category,
             "env_kwargs": json.dumps(kwargs, sort_keys=True), "samples": 0, "pass_rate": -1.0})
