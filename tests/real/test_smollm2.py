@@ -62,8 +62,8 @@ def test_smollm2_end_to_end(tmp_path, monkeypatch):
     assert sft.read_text().strip(), "failures included: the export has rows"
     out = tmp_path / "ckpt"
     tr = _cli("train", "sft", "--model", "local:smollm2", "--data", sft, "--out", out,
-              "--max-steps", "2", "--json")
+              "--max-steps", "2")
     assert tr.exit_code == 0, tr.output[-3000:]
-    summary = json.loads(tr.output[tr.output.index("{"):])
+    summary = json.loads((out / "medagentgym_train.json").read_text())
     assert summary["steps"] == 2 and all(math.isfinite(x) for x in summary["losses"])
     assert (out / "config.json").is_file()  # the GGUF-loaded model saved
