@@ -27,6 +27,9 @@ class _Tok:
 
 @pytest.mark.parametrize(("own", "family"), [
     ("{% for m in messages %}<|im_start|>{{ m['content'] }}{% endfor %}", "chatml"),
+    # SmolLM2's: ChatML with add_generation_prompt but no {% generation %} block
+    ("{% for m in messages %}<|im_start|>{{ m['content'] }}{% endfor %}"
+     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}", "chatml"),
     ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}{% endfor %}", "llama3"),
     ("{% for m in messages %}<start_of_turn>{{ m['content'] }}{% endfor %}", "gemma"),
 ])

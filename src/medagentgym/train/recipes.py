@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
 import tomllib
 from pathlib import Path
@@ -91,6 +92,10 @@ _FAMILY_MARKERS = (("<|im_start|>", "chatml"), ("<|start_header_id|>", "llama3")
                    ("<start_of_turn>", "gemma"))
 
 
+#: a ``{% generation %}`` block (not ``add_generation_prompt``, which every template has)
+_GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
 def chat_template_for(tok: Any, setting: str | None, *, need_generation: bool) -> str | None:
     """The chat template to train with: ``setting`` names a packaged one (``chatml``,
     ``llama3``, ``gemma``) or ``auto`` — the tokenizer's own when it has what training needs
@@ -104,7 +109,7 @@ def chat_template_for(tok: Any, setting: str | None, *, need_generation: bool) -
         raise ConfigurationError(f"[model] chat_template = {setting!r} is not one of auto, "
                                  f"{', '.join(TEMPLATES)}")
     own = tok.chat_template if isinstance(getattr(tok, "chat_template", None), str) else ""
-    if own and (not need_generation or "generation" in own):
+    if own and (not need_generation or _GENERATION_MARKER.search(own)):
         return None
     if own:
         try:  # TRL's training variant of a template it knows exactly
