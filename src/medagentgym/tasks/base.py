@@ -117,3 +117,26 @@ class DatasetFamily(TaskFamily):
             raise ConfigurationError(f"{self.name}: no split {split!r}; splits: "
                                      f"{', '.join(self._splits) or 'none'}")
         return self._splits[split]
+
+
+def run_in_thread(coro: Any, name: str = "build") -> Any:
+    """Run ``coro`` on a fresh event loop in its own thread (the caller may be inside a loop,
+    e.g. a family building its tasks from within an environment); its result or exception."""
+    import asyncio
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name=name)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+

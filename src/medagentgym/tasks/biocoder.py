@@ -32,13 +32,12 @@ import asyncio
 import json
 import math
 import re
-import threading
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from medagentgym.errors import ConfigurationError
 from medagentgym.tasks import biocoder_corpus as bc
-from medagentgym.tasks.base import DatasetFamily, DatasetOptions
+from medagentgym.tasks.base import DatasetFamily, DatasetOptions, run_in_thread
 from medagentgym.tasks.family import option
 from medagentgym.types import Grade, GroundTruth, Provenance, Task
 
@@ -542,19 +541,5 @@ def _method_note(f: bc.Function) -> str:
 
 
 def _run_in_thread(coro: Any) -> Any:
-    """Run ``coro`` on a fresh event loop in its own thread (the caller may be inside a loop)."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:
-            box["error"] = exc
-
-    t = threading.Thread(target=target, name="biocoder-build")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return run_in_thread(coro, "biocoder-build")
 

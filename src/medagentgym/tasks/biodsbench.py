@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 from medagentgym.errors import ConfigurationError
 from medagentgym.sandbox.base import PRELOAD_PRESETS
 from medagentgym.tasks import biodsbench_probes as bp
-from medagentgym.tasks.base import DatasetFamily, DatasetOptions
+from medagentgym.tasks.base import DatasetFamily, DatasetOptions, run_in_thread
 from medagentgym.tasks.family import option
 from medagentgym.types import Grade, GroundTruth, Provenance, Task
 
@@ -611,18 +611,4 @@ def _describe_dir(folder: Path, tables: list[str], syn: Any) -> str:
 
 
 def _run_in_thread(coro: Any) -> Any:
-    """Run ``coro`` on a fresh event loop in its own thread (the caller may be inside a loop)."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:
-            box["error"] = exc
-
-    t = threading.Thread(target=target, name="biodsbench-build")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return run_in_thread(coro, "biodsbench-build")
