@@ -201,7 +201,7 @@ def test_idle_episodes_have_no_process_and_close_frees_their_mounts(pool):
         ok(ep.execute("open('/workspace/f', 'w').write('x')\nanswer = 1"))
     time.sleep(0.3)
     counts = [len(_tree(p)) for p in procs]
-    # bwrap, its init, the zygote, the spare runner and payload: the same with 30 episodes
+    # bwrap, its init, the zygote, the spare payload: the same with 30 episodes
     # as with none (bounded by a constant; no process per episode)
     assert all(c <= 8 for c in counts), counts
     stats = run_sync(pool.stats())

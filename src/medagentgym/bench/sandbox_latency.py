@@ -6,6 +6,12 @@ Workloads: (a) ``answer = 1``; (b) pandas work on a 1,000-row frame; (c) a sqlit
 the cheapest thing a naive implementation can do), and the ratio is reported. Throughput is
 ``answer = 1`` executions/s with 1, 2 and 4 sandboxes running in parallel; memory is the warm
 worker's resident set (RSS) and proportional set (PSS).
+
+CPU per execution (what bounds how many executions a machine serves, whatever the latency):
+the CPU time of the sandbox's whole process tree per ``execute`` (its payloads included),
+against the *fork floor* measured in the same run: a plain process with the same preloaded
+modules that forks, runs the same code in the child and reaps it — the least any design that
+forks a fresh process per execution can cost.
 """
 
 from __future__ import annotations
@@ -70,6 +76,48 @@ def _proc_tree(pid: int) -> list[int]:
     return out
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process tree: each process's own time and that of the children it
+    has reaped (a payload that exits is counted in its parent from then on)."""
+    total = 0
+    for p in _proc_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / TICK
+
+
+_FLOOR = """
+import gc, os, resource, sys, time
+import numpy, pandas, sqlite3, json, csv, math, statistics, re, collections, datetime
+df = pandas.DataFrame({"k": [1, 2, 2], "v": [0.5, 1.5, 2.5]}); df.groupby("k").v.mean()
+gc.collect(); gc.freeze()
+code, n = sys.argv[1], int(sys.argv[2])
+def cpu():
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+c0, t0 = cpu(), time.perf_counter()
+for _ in range(n):
+    pid = os.fork()
+    if pid == 0:
+        exec(code, {})
+        os._exit(0)
+    os.waitpid(pid, 0)
+print((cpu() - c0) / n, (time.perf_counter() - t0) / n)
+"""
+
+
+def _fork_floor(code: str, n: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", _FLOOR, code, str(n)], check=True,
+                         capture_output=True, text=True).stdout.split()
+    return {"cpu_ms": round(float(out[0]) * 1e3, 3), "wall_ms": round(float(out[1]) * 1e3, 3)}
+
+
 def _memory_kib(pid: int) -> dict[str, int]:
     """RSS/PSS of the Python worker process under ``pid`` (bwrap wraps it)."""
     best: dict[str, int] = {}
@@ -103,11 +151,13 @@ async def _measure(provider: str, repeats: int, db: Path) -> dict[str, Any]:
                 r = await sb.execute(code)
                 assert r.status == "ok", r
             warm = []
+            cpu0 = _tree_cpu_s(sb._proc.pid) if sb._proc else 0.0
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 r = await sb.execute(code)
                 warm.append(time.perf_counter() - t0)
                 assert r.status == "ok", r
+            cpu_ms = ((_tree_cpu_s(sb._proc.pid) - cpu0) / repeats * 1e3) if sb._proc else None
             fresh_code = code.replace("/data/bench.db", str(db)) + "\nprint(answer)"
             fresh = []
             for _ in range(max(10, repeats // 10)):
@@ -117,6 +167,11 @@ async def _measure(provider: str, repeats: int, db: Path) -> dict[str, Any]:
             w, f = _summary(warm), _summary(fresh)
             results[name] = {"warm_worker": w, "fresh_python": f,
                              "speedup_p50": round(f["p50_ms"] / w["p50_ms"], 1)}
+            if cpu_ms is not None and "{db}" not in WORKLOADS[name]:
+                floor = _fork_floor(WORKLOADS[name], repeats)
+                results[name]["cpu_ms_per_exec"] = round(cpu_ms, 3)
+                results[name]["fork_floor"] = floor
+                results[name]["cpu_over_floor"] = round(cpu_ms / floor["cpu_ms"], 2)
         results["memory"] = _memory_kib(sb._proc.pid) if sb._proc else {}
     finally:
         await sb.close()
@@ -162,6 +217,11 @@ def main(provider: str = "auto", repeats: int = 200, out: Path | None = None) ->
         r = res[name]
         print(f"{name:12} {r['warm_worker']['p50_ms']:8.2f}ms {r['warm_worker']['p90_ms']:8.2f}ms "
               f"{r['fresh_python']['p50_ms']:9.1f}ms {r['speedup_p50']:7.1f}x")
+    for name in WORKLOADS:
+        r = res[name]
+        if "cpu_ms_per_exec" in r:
+            print(f"{name:12} CPU per execution {r['cpu_ms_per_exec']:.2f} ms (sandbox tree) vs "
+                  f"fork floor {r['fork_floor']['cpu_ms']:.2f} ms: {r['cpu_over_floor']}x")
     print("executions/s with 1/2/4 sandboxes:", res["executions_per_s"])
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,23 +6,24 @@ level. It reads its configuration (one JSON line) on stdin, preloads the heavy s
 libraries once, then serves requests from the host, one JSON object per line on stdin,
 answering one JSON object per line on stdout.
 
-Every request forks a fresh *runner* from the zygote, so each execution starts from the same
-clean, pre-imported state and nothing an execution does survives it:
+Every request runs in a fresh *payload* forked from the zygote, so each execution starts from
+the same clean, pre-imported state and nothing an execution does survives it:
 
-    zygote --fork--> runner R --(new PID namespace)--fork--> payload P (PID 1 of its namespace)
+    zygote --(unshare CLONE_NEWPID; fork; setns back)--> payload P (PID 1 of its namespace)
 
-With ``private_view`` (the ``bwrap`` provider), P first makes its own view of the system while
+P is forked ahead of its request (the next spare while the current request runs). With
+``private_view`` (the ``bwrap`` provider), P first makes its own view of the system while
 it still holds the zygote's capabilities: its own mount and IPC namespaces, a ``/proc`` that
 shows only its own PID namespace (no other execution, no spare, no host command lines), capped
 System V IPC (the objects die with the execution), and a fresh size-capped ``/dev/shm``. Then it
 starts a new session, drops to the episode's unprivileged uid and every capability, sets
 no_new_privs, installs a seccomp filter, and stays non-dumpable (nobody can open its memory or
-files through ``/proc``) until its request has arrived. R supervises P: it streams P's
+files through ``/proc``) until its request has arrived. The zygote supervises P: it streams P's
 stdout/stderr with a byte cap, enforces the wall-clock deadline, and reports the outcome; what P
-reports (the captured ``answer``) is untrusted and R keeps only the fields P may speak for.
-When P exits, the kernel kills everything left in P's PID namespace, so daemonised, setsid
+reports (the captured ``answer``) is untrusted and the zygote keeps only the fields P may speak
+for. When P exits, the kernel kills everything left in P's PID namespace, so daemonised, setsid
 and double-forked children cannot outlive the call. Without PID namespaces (``isolation:
-none``, the unsafe ``local`` provider) R kills P's process group instead.
+none``, the unsafe ``local`` provider) the zygote kills P's process group instead.
 
 Between episodes (the ``reset`` request) the zygote throws the spare away, mounts a fresh
 ``/tmp`` and ``/workspace`` (tmpfs with a size and an inode budget, owned by the next episode's
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import gc
 import io
 import json
 import os
@@ -52,6 +54,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MS_SLAVE, MS_SHARED = 1 << 19, 1 << 20
 MNT_DETACH = 2
+M_MMAP_THRESHOLD = -3  # mallopt
 #: pooled workers: each episode's /tmp and /workspace live under here (root only, 0700)
 EPISODES = "/episodes"
 SANDBOX_WORKSPACE = "/workspace"
@@ -570,7 +573,7 @@ def _write_all(fd, data):
         view = view[n:]
 
 
-# --------------------------------------------------------------------------- runner
+# --------------------------------------------------------------------------- payload
 
 
 def _read_all(fd):
@@ -654,51 +657,83 @@ def _payload_main(cfg, req_r, out_w, err_w, res_w):
         os._exit(code)
 
 
-def _runner_main(cfg, req_r, reply_w):
-    """Body of R, forked ahead of time: start P in a fresh PID namespace, then wait for the
-    request, hand it to P, supervise P and report. Never returns."""
-    try:
-        try:
-            p = _spawn_payload(cfg)
-        except BaseException as exc:
-            p = exc
-        data = _read_all(req_r)
-        os.close(req_r)
-        if not data:  # the zygote is shutting down, or throwing this spare away
-            if not isinstance(p, BaseException):
-                os.close(p[4])  # P reads EOF and exits
-                os.waitpid(p[0], 0)
-            os._exit(0)
-        req = json.loads(data)
-        if isinstance(p, BaseException):
-            raise p
-        result = _supervise(cfg, req, p)
-    except BaseException as exc:
-        result = {"status": "killed", "error": f"sandbox runner failed: {exc!r}",
-                  "stdout": "", "stderr": traceback.format_exc()}
-    try:
-        _write_all(reply_w, json.dumps(result, allow_nan=True).encode())
-        os.close(reply_w)  # EOF now, not after this process's (slow) memory teardown
-    finally:
-        os._exit(0)
+#: fd of the zygote's own PID namespace: after forking a payload into a fresh namespace, the
+#: zygote points its children's namespace back here, so that the next fork can get its own
+_OWN_PIDNS = []
 
 
-def _spawn_payload(cfg):
-    if cfg.get("isolation") == "pidns" and _libc.unshare(CLONE_NEWPID) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"unshare(CLONE_NEWPID) failed: {os.strerror(err)}")
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    res_r, res_w = os.pipe()
-    req_r, req_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        for fd in (out_r, err_r, res_r, req_w):
+def _fork_spare(cfg, host_fds):
+    """Fork the next payload P straight from the zygote, ahead of its request; with PID
+    namespaces P is PID 1 of a fresh one. Returns ``(pid, out_r, err_r, res_r, req_w)``."""
+    pidns = cfg.get("isolation") == "pidns"
+    if pidns:
+        if not _OWN_PIDNS:
+            _OWN_PIDNS.append(os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC))
+        if _libc.unshare(CLONE_NEWPID) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"unshare(CLONE_NEWPID) failed: {os.strerror(err)}")
+    try:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        req_r, req_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for fd in (*host_fds, *_OWN_PIDNS, out_r, err_r, res_r, req_w):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+                _payload_main(cfg, req_r, out_w, err_w, res_w)
+            finally:
+                os._exit(70)
+        for fd in (out_w, err_w, res_w, req_r):
             os.close(fd)
-        _payload_main(cfg, req_r, out_w, err_w, res_w)
-    for fd in (out_w, err_w, res_w, req_r):
+        return pid, out_r, err_r, res_r, req_w
+    finally:
+        # the zygote's next child must not land in this namespace (its init may be gone):
+        # a zygote that cannot point back at its own namespace cannot fork safely again
+        if pidns and _libc.setns(_OWN_PIDNS[0], CLONE_NEWPID) != 0:
+            os._exit(71)
+
+
+def _try_spare(cfg, host_fds):
+    """:func:`_fork_spare`, or the exception that stopped it (reported with the request)."""
+    try:
+        return _fork_spare(cfg, host_fds)
+    except Exception as exc:
+        return exc
+
+
+def _discard(spare):
+    """Throw an unused spare away: P reads EOF instead of a request and exits."""
+    if isinstance(spare, BaseException):
+        return
+    pid, out_r, err_r, res_r, req_w = spare
+    for fd in (req_w, out_r, err_r, res_r):
         os.close(fd)
-    return pid, out_r, err_r, res_r, req_w
+    os.waitpid(pid, 0)
+
+
+def _serve(cfg, req, spare, fork_next):
+    """Run one request in the spare P (the zygote supervises it) and return its result;
+    ``fork_next()`` forks the next spare while P runs. Never raises."""
+    if isinstance(spare, BaseException):
+        fork_next()
+        return {"status": "killed", "error": f"sandbox could not start the execution: {spare!r}",
+                "stdout": "", "stderr": ""}
+    try:
+        return _supervise(cfg, req, spare, fork_next)
+    except Exception as exc:
+        pid = spare[0]
+        try:
+            _kill(pid, cfg)
+            os.waitpid(pid, 0)
+        except (OSError, ChildProcessError):
+            pass
+        return {"status": "killed", "error": f"sandbox supervisor failed: {exc!r}",
+                "stdout": "", "stderr": traceback.format_exc()[-4000:]}
 
 
 def _frames(buf):
@@ -798,7 +833,7 @@ def _clean_outcome(raw, op):
     return clean
 
 
-def _supervise(cfg, req, spawned):
+def _supervise(cfg, req, spawned, fork_next=None):
     pid, out_r, err_r, res_r, req_w = spawned
     timeout = float(req.get("timeout") or 30.0)
     cap = int(req.get("max_output_bytes") or 1_000_000)
@@ -821,6 +856,11 @@ def _supervise(cfg, req, spawned):
     if not probes:
         os.close(req_w)
         req_w = None
+    if fork_next is not None:
+        # the next spare is forked while P runs (on another core); its time is not P's
+        before = time.monotonic()
+        fork_next()
+        start += time.monotonic() - before
     deadline = start + timeout
     probes_sent = False
     bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray()}
@@ -982,28 +1022,6 @@ def _signal_name(num):
 
 
 # --------------------------------------------------------------------------- zygote
-
-
-def _fork_runner(cfg, host_fds):
-    """Fork the next runner (and, through it, the next payload) ahead of the request."""
-    req_r, req_w = os.pipe()
-    reply_r, reply_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        for fd in (*host_fds, req_w, reply_r):
-            os.close(fd)
-        _runner_main(cfg, req_r, reply_w)
-    os.close(req_r)
-    os.close(reply_w)
-    return pid, req_w, reply_r
-
-
-def _discard(spare):
-    """Throw an unused spare away (its runner and payload exit on EOF)."""
-    pid, req_w, reply_r = spare
-    os.close(req_w)
-    os.close(reply_r)
-    os.waitpid(pid, 0)
 
 
 def _warm_up():
@@ -1218,7 +1236,7 @@ _generations = iter(range(1, 2**62))
 
 def _pool_main(cfg, host_in, host_fds):
     """The request loop of a pooled zygote: many episodes, one execution at a time, each
-    in the spare (runner + payload) forked ahead while the previous one ran."""
+    in the spare payload forked ahead while the previous one ran."""
     episodes = {}
     # mounts made under /episodes propagate into the spare's view (a slave copy), so the
     # spare forked ahead can serve any episode, even one opened or reset after it was forked
@@ -1262,25 +1280,16 @@ def _pool_main(cfg, host_in, host_fds):
             continue
         req.pop("fresh", None)
         if spare is None:
-            spare = _fork_runner(cfg, host_fds)
-        pid, req_w, reply_r = spare
-        try:
-            _write_all(req_w, json.dumps(req).encode())
-        except OSError:
-            pass
-        os.close(req_w)
-        spare = _fork_runner(cfg, (*host_fds, reply_r))
-        data = _read_all(reply_r)
-        os.close(reply_r)
-        try:
-            result = json.loads(data) if data else None
-        except (ValueError, RecursionError):
-            result = None
-        if not isinstance(result, dict):
-            result = {"status": "killed", "error": "sandbox runner died without reporting"}
+            spare = _try_spare(cfg, host_fds)
+        current, spare = spare, None
+
+        def fork_next():
+            nonlocal spare
+            spare = _try_spare(cfg, host_fds)
+
+        result = _serve(cfg, req, current, fork_next)
         result["id"] = rid
         _send(result)
-        os.waitpid(pid, 0)
 
 
 def main():
@@ -1306,6 +1315,13 @@ def main():
     loaded, failed = _preload(cfg.get("preload") or [])
     if "pandas" in loaded:
         _warm_up()
+    # Everything imported so far lives as long as the zygote: a payload's garbage collector
+    # need not walk it (walking it would copy every page it touches into the payload), and
+    # large buffers the zygote handles (a payload's output) go back to the kernel when freed
+    # rather than growing the heap every later fork has to copy.
+    gc.collect()
+    gc.freeze()
+    _libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
     _send({"ready": True, "pid": os.getpid(), "uid": cfg.get("uid"), "preloaded": loaded,
            "preload_failed": failed, "preload_s": time.monotonic() - t0,
            "python": sys.version.split()[0], "seccomp": seccomp,
@@ -1315,7 +1331,12 @@ def main():
     if cfg.get("pool"):
         _pool_main(cfg, host_in, host_fds)
         return
-    spare = _fork_runner(cfg, host_fds)
+    spare = _try_spare(cfg, host_fds)
+
+    def fork_next():
+        nonlocal spare
+        spare = _try_spare(cfg, host_fds)
+
     for line in host_in:
         line = line.strip()
         if not line:
@@ -1324,6 +1345,9 @@ def main():
             req = json.loads(line)
         except ValueError as exc:
             _send({"id": None, "status": "killed", "error": f"bad request: {exc}"})
+            continue
+        if not isinstance(req, dict):
+            _send({"id": None, "status": "killed", "error": "bad request: not an object"})
             continue
         rid = req.get("id")
         op = req.get("op")
@@ -1336,33 +1360,19 @@ def main():
                 result = {"status": "ok"}
             except Exception as exc:
                 result = {"status": "error", "error": f"reset failed: {exc}"}
-            spare = _fork_runner(cfg, host_fds)
+            spare = _try_spare(cfg, host_fds)
             result["id"] = rid
             _send(result)
             continue
         if op not in ("exec", "run", "read_file", "write_file"):
             _send({"id": rid, "status": "killed", "error": f"unknown op {op!r}"})
             continue
-        pid, req_w, reply_r = spare
-        try:
-            _write_all(req_w, line.encode())
-        except OSError:
-            pass
-        os.close(req_w)
-        # fork the next spare while this request runs (on the other core), so that
-        # back-to-back requests never wait for a fork
-        spare = _fork_runner(cfg, (*host_fds, reply_r))
-        data = _read_all(reply_r)
-        os.close(reply_r)
-        try:
-            result = json.loads(data) if data else None
-        except (ValueError, RecursionError):
-            result = None
-        if not isinstance(result, dict):
-            result = {"status": "killed", "error": "sandbox runner died without reporting"}
+        current, spare = spare, None
+        result = _serve(cfg, req, current, fork_next)
+        if spare is None:  # P failed before the next spare was forked
+            fork_next()
         result["id"] = rid
         _send(result)
-        os.waitpid(pid, 0)  # R's exit (unmapping its memory) overlaps the host's work
 
 
 if __name__ == "__main__":

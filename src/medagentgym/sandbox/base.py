@@ -545,7 +545,7 @@ class WorkerSandbox(Sandbox):
             return ExecResult(status="killed", duration_s=time.perf_counter() - t0, error=data)
         try:
             return ExecResult.model_validate(data)
-        except Exception as exc:  # the runner vets what the payload says; be safe anyway
+        except Exception as exc:  # the zygote vets what the payload says; be safe anyway
             return ExecResult(status="error", duration_s=time.perf_counter() - t0,
                               error=f"the execution's result could not be read: {type(exc).__name__}")
 

@@ -7,7 +7,7 @@
 ...         await ep.reset()                    # host-side only: the next call gets fresh state
 
 Today's :class:`~medagentgym.sandbox.bwrap.BwrapSandbox` gives every episode its own warm
-process tree (bubblewrap, zygote, spare runner and payload). A :class:`SandboxPool` starts
+process tree (bubblewrap, zygote, spare payload). A :class:`SandboxPool` starts
 ``workers`` of those zygotes (default: one per CPU) in *pooled* mode, and an episode becomes
 only its private writable state inside one of them:
 
