@@ -33,7 +33,7 @@ ROLLOUT_DEFAULTS: dict[str, Any] = {
     "limit": 0, "protocol": "paper", "max_turns": 15, "database": None, "patients": None,
     "temperature": "0,0.6", "seed": None, "sandbox_concurrency": None, "episode_timeout": None,
     "infra_retries": 1, "retry_delay": 2.0, "sandbox": None, "backend": "local",
-    "ray_address": None, "ray_workers": None, "prompt_style": "paper",
+    "ray_address": None, "ray_workers": None, "prompt_style": "paper", "sandbox_pool": None,
 }
 #: the window assumed when neither the user nor the endpoint states one (the paper's)
 DEFAULT_CONTEXT_WINDOW = 32_768
@@ -130,6 +130,10 @@ def rollout(
         None, help="auto | synthetic | imported | official (datasets on a database)"),
     patients: int | None = typer.Option(None, help="synthetic database size (datasets on a database)"),
     sandbox: str | None = typer.Option(None, help="sandbox provider (default: auto)"),
+    sandbox_pool: bool | None = typer.Option(
+        None, "--sandbox-pool/--no-sandbox-pool", help=(
+            "episodes share a few warm sandbox workers (one per CPU) instead of a sandbox "
+            "each (default: on with bwrap; families with services keep their own)")),
     episode_timeout: float | None = typer.Option(None, help="wall-clock seconds per episode"),
     infra_retries: int | None = typer.Option(None, help="re-runs of an episode after an infrastructure error (default: 1)"),
     backend: str | None = typer.Option(None, help="local | ray (default: local)"),
@@ -160,7 +164,7 @@ def rollout(
         "temperature": temperature, "seed": seed, "sandbox_concurrency": sandbox_concurrency,
         "episode_timeout": episode_timeout, "infra_retries": infra_retries, "sandbox": sandbox,
         "backend": backend, "ray_address": ray_address, "ray_workers": ray_workers,
-        "prompt_style": prompt_style})
+        "prompt_style": prompt_style, "sandbox_pool": sandbox_pool})
     model_cfg = resolve_llm_config("model", file_data=file_data, flags={
         "model": model, "base_url": base_url, "provider": provider, "api_version": api_version,
         "api_key_env": api_key_env, "top_p": top_p, "max_tokens": max_tokens, "stop": stop or None,
@@ -271,6 +275,7 @@ def _rollout_locked(s: dict[str, Any], store: Any, model_cfg: Any, debug_cfg: An
                     recorded_debugger: Any = None) -> None:
     from medagentgym.tasks.registry import load_tasks
 
+    s["sandbox_pool"] = _use_pool(s)
     # only what the user set: a family without a database takes no `database`
     family_options: dict[str, Any] = {}
     if s["database"] is not None:
@@ -285,7 +290,8 @@ def _rollout_locked(s: dict[str, Any], store: Any, model_cfg: Any, debug_cfg: An
         "debugger": ((recorded_debugger or debug_cfg).public_dump()
                      if (recorded_debugger or debug_cfg) else None),
         "prompt_style": s["prompt_style"],
-        "agent_settings": agent_settings.model_dump(), "backend": s["backend"]}
+        "agent_settings": agent_settings.model_dump(), "backend": s["backend"],
+        "sandbox_pool": s["sandbox_pool"]}
     run_info = _run_info(store, settings, resume)  # local refusals first, then the network
     if preflight:
         _preflight(model_cfg, debug_cfg, quiet=quiet)
@@ -381,6 +387,29 @@ def _run_info(store: Any, settings: dict[str, Any], resume: bool) -> dict[str, A
     return {"run_id": uuid.uuid4().hex[:12], "started_at": time.time()}
 
 
+def _use_pool(s: dict[str, Any]) -> bool:
+    """``--sandbox-pool``: asked for (bwrap required), refused, or by default on with bwrap."""
+    from medagentgym.errors import ConfigurationError
+    from medagentgym.sandbox import resolve_provider
+
+    wanted = s.get("sandbox_pool")
+    if wanted is False:
+        return False
+    try:
+        provider = resolve_provider(s["sandbox"])
+    except ConfigurationError:
+        if wanted:
+            raise
+        return False  # the environment says why when it makes its first sandbox
+    if provider != "bwrap":
+        if wanted:
+            raise ConfigurationError(
+                f"--sandbox-pool needs the bwrap sandbox (this run uses {provider!r}): pass "
+                "--sandbox bwrap, or --no-sandbox-pool")
+        return False
+    return True
+
+
 def _backend_session(s: dict[str, Any]) -> Any:
     """Ray started (or joined) for ``--backend ray``; nothing for the local backend."""
     import contextlib
@@ -465,7 +494,9 @@ async def _rollout(s: dict[str, Any], tasks: list[Any], store: Any, run_id: str,
                 agent_factory, debugger_factory = await agents.open()
                 try:
                     new = await run_tasks_async(s["dataset"], tasks, agent_factory,
-                                                debugger_factory=debugger_factory, **common)
+                                                debugger_factory=debugger_factory,
+                                                sandbox_pool=bool(s.get("sandbox_pool")),
+                                                **common)
                 finally:
                     stats = await agents.close()
         finally:

@@ -10,7 +10,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def serve(
     host: str = typer.Option("127.0.0.1", help="bind address (0.0.0.0 exposes it; use --token)"),
     port: int = typer.Option(8000, help="TCP port"),
-    max_envs: int = typer.Option(64, help="most environments (each one a sandbox) at once"),
+    max_envs: int = typer.Option(None, help="most environments at once (default: 1024 with "
+                                            "--sandbox-pool, else 64: one sandbox each)"),
     idle_timeout: float = typer.Option(600.0, help="close envs idle for this many seconds"),
     token: str = typer.Option(None, envvar="MEDAGENTGYM_SERVER_TOKEN", show_envvar=True,
                               help="require 'Authorization: Bearer TOKEN'"),
@@ -19,6 +20,10 @@ def serve(
                                     help="'X-Admin-Token: TOKEN' lists every env in GET /envs"),
     sandbox: str = typer.Option("auto", help="sandbox provider for every env: auto | bwrap | "
                                              "local (local: loopback only; clients never choose)"),
+    sandbox_pool: bool = typer.Option(
+        None, "--sandbox-pool/--no-sandbox-pool", help=(
+            "envs share a few warm workers (one per CPU): an idle env costs no process "
+            "(default: on with bwrap; families with services keep their own sandbox)")),
     max_body: int = typer.Option(1 << 20, help="largest request body in bytes (413 beyond)"),
     max_task_sets: int = typer.Option(32, help="most distinct (dataset, split, options) task "
                                                "sets built"),
@@ -45,7 +50,13 @@ def serve(
     if host not in LOOPBACK and not token:
         typer.secho(f"warning: serving on {host} without --token: anyone who can reach the "
                     "port can run code in your sandboxes", fg="yellow", err=True)
+    if sandbox_pool and provider != "bwrap":
+        raise ConfigurationError(f"--sandbox-pool needs the bwrap sandbox (this server uses "
+                                 f"{provider!r}): pass --sandbox bwrap, or --no-sandbox-pool")
+    pooled = provider == "bwrap" if sandbox_pool is None else sandbox_pool
+    if max_envs is None:
+        max_envs = 1024 if pooled else 64
     app = create_app(max_envs=max_envs, idle_timeout_s=idle_timeout, token=token or None,
                      sandbox=provider, admin_token=admin_token or None, max_body_bytes=max_body,
-                     max_task_sets=max_task_sets)
+                     max_task_sets=max_task_sets, sandbox_pool=pooled)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

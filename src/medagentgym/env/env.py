@@ -201,8 +201,14 @@ class AsyncMedAgentEnv:
             self._sandbox = None
         if self._sandbox is None:
             services = await self._start_services()
+            pooled = None
             if self.sandbox_pool is not None and not services:
-                self._sandbox = self.sandbox_pool.episode(inputs, preload=self.family.preload)
+                # None: every pool is busy with other input sets (tasks that each bring
+                # their own files); this episode gets a sandbox of its own
+                take = getattr(self.sandbox_pool, "try_episode", None) or self.sandbox_pool.episode
+                pooled = take(inputs, preload=self.family.preload)
+            if pooled is not None:
+                self._sandbox = pooled
             else:
                 self._sandbox = create_sandbox(self.sandbox_provider, inputs,
                                                preload=self.family.preload, services=services)

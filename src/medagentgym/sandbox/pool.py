@@ -313,21 +313,41 @@ class SandboxPools:
         self.limits = limits
         self.max_pools = max_pools
         self._pools: dict[tuple[Any, ...], SandboxPool] = {}
+        self._closing: set[asyncio.Future[Any]] = set()
 
     def episode(self, inputs: Mapping[str, str | os.PathLike[str]] | None = None, *,
                 preload: str | Sequence[str] = "core") -> PooledEpisode:
+        """A pooled episode for these inputs (a pool is made for a new input set); raises
+        when ``max_pools`` sets are open and none of them is idle."""
+        ep = self.try_episode(inputs, preload=preload)
+        if ep is None:
+            raise ConfigurationError(
+                f"more than {self.max_pools} distinct sandbox input sets in use at once; raise "
+                "SandboxPools(max_pools=...) or use dedicated sandboxes")
+        return ep
+
+    def try_episode(self, inputs: Mapping[str, str | os.PathLike[str]] | None = None, *,
+                    preload: str | Sequence[str] = "core") -> PooledEpisode | None:
+        """Like :meth:`episode`, but ``None`` instead of an error when every one of the
+        ``max_pools`` pools is in use (families whose tasks each bring their own inputs:
+        the caller then gives the episode a dedicated sandbox). A pool with no episode
+        left is closed to make room for a new input set."""
         from medagentgym.sandbox.base import resolve_preload
 
         key = (tuple(sorted((str(k), str(v)) for k, v in (inputs or {}).items())),
                tuple(resolve_preload(preload)))
-        pool = self._pools.get(key)
+        pool = self._pools.pop(key, None)
         if pool is None:
             if len(self._pools) >= self.max_pools:
-                raise ConfigurationError(
-                    f"more than {self.max_pools} distinct sandbox input sets in one run; raise "
-                    "SandboxPools(max_pools=...) or use dedicated sandboxes")
-            pool = self._pools[key] = SandboxPool(inputs, workers=self.workers,
-                                                  limits=self.limits, preload=preload)
+                idle = next((k for k, p in self._pools.items() if len(p) == 0), None)
+                if idle is None:
+                    return None
+                old = self._pools.pop(idle)
+                self._closing.add(asyncio.ensure_future(old.close()))
+                self._closing = {t for t in self._closing if not t.done()}
+            pool = SandboxPool(inputs, workers=self.workers, limits=self.limits,
+                               preload=preload)
+        self._pools[key] = pool  # most recently used last: the idle ones first go first
         return pool.episode()
 
     @property
@@ -336,4 +356,5 @@ class SandboxPools:
 
     async def close(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
-        await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
+        closing, self._closing = list(self._closing), set()
+        await asyncio.gather(*(p.close() for p in pools), *closing, return_exceptions=True)
