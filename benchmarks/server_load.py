@@ -92,13 +92,21 @@ def machine_busy() -> tuple[float, float]:
     return sum(v) - v[3] - v[4], sum(v)
 
 
-def start_server(port: int, sessions: int, idle: float, sandbox: str) -> subprocess.Popen:
+def start_server(port: int, sessions: int, idle: float, sandbox: str,
+                 profile: Path | None = None) -> subprocess.Popen:
+    run = (f"uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning', "
+           "backlog=4096, timeout_keep_alive=600)")
+    if profile is not None:  # the server's own profile, written when it is stopped
+        # uvicorn re-raises the signal it caught after its shutdown, with the handler it
+        # found: this one, which writes the profile
+        run = ("import cProfile, signal, sys\npr = cProfile.Profile()\n"
+               "def done(*_):\n    pr.disable()\n"
+               f"    pr.dump_stats({str(profile)!r})\n    sys.exit(0)\n"
+               "signal.signal(signal.SIGTERM, done)\npr.enable()\n" + run + "\ndone()")
     code = (
         "import uvicorn\nfrom medagentgym.server.app import create_app\n"
         f"app = create_app(max_envs={sessions + 8}, idle_timeout_s={idle}, token=None, "
-        f"admin_token={ADMIN!r}, sandbox_pool={sandbox == 'pool'})\n"
-        f"uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning', "
-        "backlog=4096, timeout_keep_alive=600)\n")
+        f"admin_token={ADMIN!r}, sandbox_pool={sandbox == 'pool'})\n" + run + "\n")
     return subprocess.Popen([sys.executable, "-c", code])
 
 
@@ -108,7 +116,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = start_server(port, args.sessions, args.idle, args.sandbox)
+    server = start_server(port, args.sessions, args.idle, args.sandbox, args.profile)
     url = f"http://127.0.0.1:{port}"
     limits = httpx.Limits(max_connections=args.clients + 4, max_keepalive_connections=args.clients + 4)
     out: dict[str, Any] = {"sessions_asked": args.sessions, "clients": args.clients,
@@ -263,6 +271,8 @@ def main() -> None:
     parser.add_argument("--mirror", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="write the server process's cProfile stats here")
     args = parser.parse_args()
     os.environ.setdefault("MEDAGENTGYM_HOME", tempfile.mkdtemp(prefix="mag-bench-"))
     from medagentgym.data.sources import pull
