@@ -33,7 +33,7 @@ import asyncio
 import inspect
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,8 @@ from medagentgym.types import EpisodeError, Task, Trajectory
 log = logging.getLogger(__name__)
 
 AgentFactory = Callable[[], Agent] | Callable[[int], Agent]
+#: where episode slots get their next (task, sample) pair; ``None``: no more (see run_tasks_async)
+PairSource = Callable[[], Awaitable[tuple[Task, int] | None]]
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ async def run_tasks_async(
     retry_delay: float = 1.0,
     debugger_factory: Callable[[], Any] | None = None,
     sandbox_pool: Any = False,
+    pair_source: PairSource | None = None,
 ) -> list[Trajectory]:
     """Run every (task, sample) pair not yet stored; returns the new trajectories.
 
@@ -125,6 +128,9 @@ async def run_tasks_async(
     each environment its own ``debug`` model (so debugger tokens land on the right episode).
     ``sandbox_pool`` (True, or a :class:`medagentgym.sandbox.pool.SandboxPools`): episodes
     share a few warm bwrap workers (one per CPU) instead of one sandbox process tree each.
+    ``pair_source`` (the Ray backend's work stealing): instead of the pending pairs of
+    ``tasks``, each of the ``concurrency`` episode slots awaits ``pair_source()`` for its next
+    (task, sample) and stops at ``None``; ``store``/``resume`` then filter nothing.
     """
     own_pool = None
     if sandbox_pool is True:
@@ -138,7 +144,7 @@ async def run_tasks_async(
                                 sandbox_concurrency=sandbox_concurrency,
                                 episode_timeout=episode_timeout, infra_retries=infra_retries,
                                 retry_delay=retry_delay, debugger_factory=debugger_factory,
-                                sandbox_pool=sandbox_pool or None)
+                                sandbox_pool=sandbox_pool or None, pair_source=pair_source)
     finally:
         if own_pool is not None:
             await own_pool.close()
@@ -163,12 +169,22 @@ async def _run_tasks(
     retry_delay: float,
     debugger_factory: Callable[[], Any] | None,
     sandbox_pool: Any,
+    pair_source: PairSource | None = None,
 ) -> list[Trajectory]:
     queue: asyncio.Queue[tuple[Task, int]] = asyncio.Queue()
-    for pair in pending_pairs(tasks, samples, store, resume):
-        queue.put_nowait(pair)
+    if pair_source is None:
+        for pair in pending_pairs(tasks, samples, store, resume):
+            queue.put_nowait(pair)
+
+        async def next_pair() -> tuple[Task, int] | None:
+            try:
+                return queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return None
+    else:
+        next_pair = pair_source
     results: list[Trajectory] = []
-    n_workers = max(1, min(concurrency, queue.qsize()))
+    n_workers = max(1, concurrency if pair_source else min(concurrency, queue.qsize()))
     gate = asyncio.Semaphore(sandbox_concurrency) if sandbox_concurrency else None
     with_index = takes_sample_index(agent_factory)
     jitter = random.Random()
@@ -210,10 +226,10 @@ async def _run_tasks(
 
         try:
             while True:
-                try:
-                    task, k = queue.get_nowait()
-                except asyncio.QueueEmpty:
+                pair = await next_pair()
+                if pair is None:
                     return
+                task, k = pair
                 failures: list[dict[str, Any]] = []
                 while True:
                     traj = await attempt(task, k)
