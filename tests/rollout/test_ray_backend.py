@@ -1,9 +1,12 @@
-"""The Ray backend on a local Ray instance (2 CPU slots): shards merged into one store, no
-lost or duplicated episode when a worker dies, resume, and the CLI's ``--backend ray``."""
+"""The Ray backend on a local Ray instance (2 CPU slots): workers' episodes merged into one
+store, work stealing (a slow worker takes fewer pairs), pooled sandboxes per worker, no lost
+or duplicated episode when a worker dies, resume, and the CLI's ``--backend ray``. A real
+two-node cluster (and the loss of a node) is in ``test_ray_cluster.py``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -31,6 +34,19 @@ from medagentgym.rollout.store import (  # noqa: E402
 
 FAMILY = {"database": "synthetic"}  # see tests/conftest.py
 SECRET = "sk-ray-planted-secret-5d2e"
+
+
+def oracle_responder(tasks):
+    """A test-server responder that answers each task's goal with its stage-0 oracle code
+    (one ``validate_code`` turn solves it)."""
+    from medagentgym.tasks import registry
+
+    family = registry.get_family("treqs", **FAMILY)
+    oracle = {t.goal: family.oracle_code(t, stage=0) for t in tasks}
+
+    def respond(body):
+        return Reply.action("validate_code", code=oracle[body["messages"][1]["content"]])
+    return respond
 
 
 def _ray_children() -> list[str]:
@@ -79,15 +95,8 @@ def test_kill_9_of_a_ray_rollout_then_resume_gives_one_record_per_pair(mag_home,
     import subprocess
     import sys
 
-    from medagentgym.tasks import registry
-
     first = mag.load_tasks("treqs", "test", **FAMILY)[:4]  # what --limit 4 selects
-    family = registry.get_family("treqs", **FAMILY)
-    oracle = {t.goal: family.oracle_code(t, stage=0) for t in first}
-
-    def respond(body):
-        return Reply.action("validate_code", code=oracle[body["messages"][1]["content"]])
-
+    respond = oracle_responder(first)
     out = tmp_path / "run"
     env = {**os.environ, "MEDAGENTGYM_HOME": str(mag_home), "OPENAI_API_KEY": SECRET,
            "MEDAGENTGYM_CONFIG": str(tmp_path / "none.toml")}
@@ -160,10 +169,59 @@ def test_shards_merge_into_one_store_and_resume_skips_them(tasks, tmp_path):
     assert len(store.load()) == 16
 
 
+def test_work_stealing_gives_a_slow_worker_fewer_pairs(tasks, tmp_path):
+    """Two workers of one slot each; the first to start an episode is made slow. Static
+    shards would give each 6 of the 12 pairs; pulling from the queue, the slow one holds only
+    what it runs, and the fast one takes the rest. Every key is stored once."""
+    marker = str(tmp_path / "slow.pid")
+
+    class Lagging(OracleAgent):
+        async def begin(self, task, system_prompt, goal, env):
+            with contextlib.suppress(FileExistsError):
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+            if Path(marker).read_text() == str(os.getpid()):
+                await asyncio.sleep(2.5)
+            await super().begin(task, system_prompt, goal, env)
+
+    store = TrajectoryStore(tmp_path / "run")
+    stats: dict = {}
+    trajs = _run(tasks, Lagging, samples=3, concurrency=2, store=store, stats=stats)
+    keys = Counter(t.key for t in store.load())
+    assert set(keys) == {(t.id, k) for t in tasks for k in range(3)} and set(keys.values()) == {1}
+    assert len(trajs) == 12 and all(t.success for t in trajs) and stats["lost"] == 0
+    slow = int(Path(marker).read_text())
+    by_pid = {w["pid"]: w["episodes"] for w in stats["workers"]}
+    assert len(by_pid) == 2 and sum(by_pid.values()) == 12, stats["workers"]
+    assert by_pid[slow] <= 4 < 8 <= 12 - by_pid[slow], by_pid  # static shards: 6 and 6
+    assert sorted(stats["served"].values()) == sorted(by_pid.values())
+
+
+def test_pooled_workers_serve_every_episode_from_one_pool(tasks, tmp_path):
+    """``sandbox_pool=True``: one worker per node (one node here) whose episodes share one
+    pooled sandbox set; where bwrap does not work, the worker says why it did not pool."""
+    from medagentgym.sandbox import _probe_bwrap
+
+    stats: dict = {}
+    store = TrajectoryStore(tmp_path)
+    trajs = _run(tasks, OracleAgent, samples=2, concurrency=4, store=store, stats=stats,
+                 sandbox_pool=True)
+    assert len(trajs) == 8 and all(t.success for t in trajs)
+    assert set(Counter(t.key for t in store.load()).values()) == {1}
+    [worker] = stats["workers"]  # one node: one worker, not one per CPU slot
+    assert worker["episodes"] == 8
+    if _probe_bwrap()[0]:
+        assert worker["sandbox_pool"] is True and "pool_refused" not in worker
+        assert worker["pools"] == [2]  # one pool (one input set), a warm worker per CPU slot
+    else:
+        assert worker["sandbox_pool"] is False and worker["pool_refused"]
+
+
 def test_a_dying_worker_loses_and_duplicates_no_episode(tasks, tmp_path):
-    """A worker killed mid-shard (os._exit, as an OOM kill would): its unfinished pairs run
-    again on a new worker; without shard retries they are stored as infrastructure errors,
-    which resume runs again."""
+    """A worker killed mid-run (os._exit, as an OOM kill would): the pairs it held go back to
+    the queue and the other worker (or a fresh one) runs them; without retries they are
+    stored as infrastructure errors, which resume runs again."""
     victim = (tasks[1].id, 1)
 
     def crashing(marker: str):

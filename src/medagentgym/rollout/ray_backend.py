@@ -266,6 +266,7 @@ def _stream(dataset: str, split: str, tasks: list[Task], lease: Callable[[], Lea
         finally:
             stats = await agents.close()
             if pools is not None:
+                stats["pools"] = [len(p.workers) for p in pools.pools]
                 await pools.close()
         out.put(("stats", {"pid": os.getpid(), "node": _node_id(), "episodes": episodes,
                            "sandbox_pool": pooled if pool is not None else None,
