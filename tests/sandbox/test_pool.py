@@ -246,3 +246,44 @@ def test_a_closed_episode_or_pool_refuses_work():
     run_sync(p.close())
     with pytest.raises(SandboxError):
         p.episode()
+
+
+@pytest.mark.parametrize("pooled", [True, False])
+def test_python_roots_under_tmp_stay_visible_and_read_only(monkeypatch, tmp_path_factory, pooled):
+    """A Python installation under the host's /tmp (a CI checkout, say) is bound again on top
+    of every episode's fresh /tmp: readable, not writable, and still there after a reset."""
+    import tempfile
+
+    from medagentgym.sandbox import bwrap
+    from medagentgym.sandbox.bwrap import BwrapSandbox
+
+    root = tempfile.mkdtemp(prefix="mag-fake-python-", dir="/tmp")
+    try:
+        os.chmod(root, 0o755)
+        with open(f"{root}/marker.txt", "w") as fh:
+            fh.write("python root")
+        os.chmod(f"{root}/marker.txt", 0o644)
+        real = bwrap._python_roots
+        monkeypatch.setattr(bwrap, "_python_roots", lambda: [*real(), root])
+        probe = (f"import os\nans = [open('{root}/marker.txt').read()]\n"
+                 f"try:\n    open('{root}/new.txt', 'w').write('x')\n    ans.append('written')\n"
+                 "except OSError as exc:\n    ans.append(type(exc).__name__)\nanswer = ans")
+        if pooled:
+            p = SandboxPool(workers=1, limits=LIMITS, preload="none")
+            box = SyncSandbox(p.episode())
+        else:
+            p = None
+            box = SyncSandbox(BwrapSandbox(limits=LIMITS, preload="none"))
+        box.start()
+        try:
+            assert ok(box.execute(probe)) == ["python root", "OSError"]
+            box.reset()
+            assert ok(box.execute(probe)) == ["python root", "OSError"]
+        finally:
+            box.close()
+            if p is not None:
+                run_sync(p.close())
+    finally:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)

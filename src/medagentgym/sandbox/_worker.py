@@ -42,6 +42,7 @@ import platform
 import resource
 import select
 import signal
+import socket
 import struct
 import sys
 import time
@@ -52,9 +53,12 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-MS_SLAVE, MS_SHARED = 1 << 19, 1 << 20
 MNT_DETACH = 2
 M_MMAP_THRESHOLD = -3  # mallopt
+# the new mount API (the same numbers on x86_64 and aarch64)
+SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429
+OPEN_TREE_CLONE, AT_RECURSIVE, AT_EMPTY_PATH, AT_FDCWD = 1, 0x8000, 0x1000, -100
+MOVE_MOUNT_F_EMPTY_PATH = 4
 #: pooled workers: each episode's /tmp and /workspace live under here (root only, 0700)
 EPISODES = "/episodes"
 SANDBOX_WORKSPACE = "/workspace"
@@ -223,9 +227,7 @@ def _private_view(cfg):
     if _libc.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare(mount, ipc) failed: {os.strerror(err)}")
-    # a pooled worker's spare keeps receiving the zygote's episode mounts (/episodes is
-    # shared there: a slave here) until its request names its episode (_enter_episode)
-    _mount(None, "/", None, MS_REC | (MS_SLAVE if cfg.get("pool") else MS_PRIVATE))
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     shm = int(cfg.get("shm_bytes") or 64 * 1024 * 1024)
     for name, value in (("shmmax", shm), ("shmall", max(1, shm // 4096)), ("shmmni", 32),
@@ -344,24 +346,55 @@ def _payload_view(cfg):
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _enter_episode(ep, uid):
-    """In a pooled worker's P, still privileged, once its request names the episode: bind
-    that episode's /tmp and /workspace (tmpfs mounts the zygote keeps under the root-only
-    /episodes) over /tmp and /workspace, then detach /episodes whole, so that no other
-    episode's files exist in this view, and cut every propagation (the zygote keeps its
-    mounts; nothing it mounts later reaches this view)."""
-    base = f"{EPISODES}/{int(ep)}"
-    pool_dev = os.stat(EPISODES).st_dev
-    _mount(f"{base}/tmp", "/tmp", None, MS_BIND | MS_REC)
-    _mount(f"{base}/workspace", SANDBOX_WORKSPACE, None, MS_BIND | MS_REC)
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _umount(EPISODES)
+def _syscall_fd(number, *args):
+    fd = _libc.syscall(number, *args)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"syscall {number}: {os.strerror(err)}")
+    return fd
+
+
+def _detached_clone(fd):
+    """A new detached copy of the mount tree ``fd`` holds (no mount table holds it)."""
+    return _syscall_fd(SYS_OPEN_TREE, ctypes.c_int(fd), b"",
+                       ctypes.c_uint(OPEN_TREE_CLONE | AT_RECURSIVE | AT_EMPTY_PATH | os.O_CLOEXEC))
+
+
+def _enter_episode(tree_fds, uid):
+    """In a pooled worker's P, still privileged, once its request arrived with its episode's
+    two mount trees (fresh detached copies the zygote cloned for this execution and passed
+    over the request socket): attach them over /tmp and /workspace, detach /episodes (the zygote's staging place), and check that
+    the view is the episode's own before anything of the agent's runs."""
+    tmp_fd, ws_fd = tree_fds
+    devices = []
+    for fd, target in ((tmp_fd, "/tmp"), (ws_fd, SANDBOX_WORKSPACE)):
+        if _libc.syscall(SYS_MOVE_MOUNT, ctypes.c_int(fd), b"", ctypes.c_int(AT_FDCWD),
+                         target.encode(), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"move_mount {target}: {os.strerror(err)}")
+        devices.append(os.fstat(fd).st_dev)
+        os.close(fd)
+    if os.path.ismount(EPISODES):
+        _umount(EPISODES)
     # fail closed: never run agent code beside other episodes, or in state not its own
     if os.listdir(EPISODES):
         raise OSError("other episodes are still visible")
     ws = os.stat(SANDBOX_WORKSPACE)
-    if pool_dev in (ws.st_dev, os.stat("/tmp").st_dev) or ws.st_uid != uid:
+    if [os.stat("/tmp").st_dev, ws.st_dev] != devices or ws.st_uid != uid:
         raise OSError("the episode's mounts are not in place")
+
+
+def _recv_trees(sock_fd):
+    """The two mount-tree fds a pooled request comes with ([] on EOF: no request)."""
+    with socket.socket(fileno=os.dup(sock_fd)) as sock:
+        msg, fds, _flags, _addr = socket.recv_fds(sock, 1, 2)
+    if msg != b"T" or len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        if not msg:
+            return []
+        raise OSError("a pooled request came without its episode's mounts")
+    return fds
 
 
 def _drop_privileges(cfg, uid, gid):
@@ -611,6 +644,9 @@ def _payload_main(cfg, req_r, out_w, err_w, res_w):
             # a pooled worker serves many episodes: which one (its files, its uid) is known
             # only once the request arrives, so P waits privileged, in its own view
             _payload_view(cfg)
+            trees = _recv_trees(req_r)
+            if not trees:
+                os._exit(0)
             data = _recv_frame(req_r)
             if not data:
                 os._exit(0)
@@ -619,7 +655,7 @@ def _payload_main(cfg, req_r, out_w, err_w, res_w):
             if not (isinstance(req.get("ep"), int) and isinstance(uid, int)
                     and isinstance(gid, int)):
                 raise ValueError("pooled request without its episode")
-            _enter_episode(req["ep"], uid)
+            _enter_episode(trees, uid)
             _drop_privileges(cfg, uid, gid)
         else:
             _become_payload(cfg)
@@ -676,7 +712,11 @@ def _fork_spare(cfg, host_fds):
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         res_r, res_w = os.pipe()
-        req_r, req_w = os.pipe()
+        if cfg.get("pool"):  # the request brings its episode's mount trees (SCM_RIGHTS)
+            req_r, req_w = (s.detach() for s in socket.socketpair(socket.AF_UNIX,
+                                                                 socket.SOCK_STREAM))
+        else:
+            req_r, req_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             try:
@@ -1182,52 +1222,62 @@ def _reset(cfg, req):
 # --------------------------------------------------------------------------- pooled episodes
 
 
-def _ep_open(cfg, ep, uid, gid):
-    """In a pooled zygote: a fresh, budgeted /tmp and /workspace for episode ``ep`` under
-    /episodes/<ep> (root only), owned by the episode's uid; an older one is detached whole."""
+def _ep_open(cfg, uid, gid):
+    """In a pooled zygote: a fresh, budgeted /tmp and /workspace for an episode, owned by its
+    uid, as two *detached* mount trees held by fds (no mount table lists them, so forking
+    and unsharing cost the same with 1 or 4,000 episodes open). Each is built on the
+    root-only /episodes/stage, cloned whole (``open_tree``) and detached from there at once.
+    Returns ``(tmp_fd, workspace_fd)``."""
     pool = cfg["pool"]
-    base = f"{EPISODES}/{ep}"
-    _ep_close(ep)
-    os.mkdir(base, 0o700)
     inodes = int(pool["inodes"])
-    for name, size, mode in (("tmp", pool["tmp_bytes"], 0o1777),
-                             ("workspace", pool["workspace_bytes"], 0o700)):
-        target = f"{base}/{name}"
-        os.mkdir(target, 0o700)
-        owner = (0, 0) if name == "tmp" else (uid, gid)
-        _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV,
-               f"size={int(size)},nr_inodes={inodes},mode={mode:o},uid={owner[0]},gid={owner[1]}")
-    for stash, root in pool.get("tmp_roots") or []:
-        target = f"{base}/tmp{root[len('/tmp'):]}"
-        os.makedirs(target, mode=0o755, exist_ok=True)
-        _mount(stash, target, None, MS_BIND | MS_REC)
-        _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    fds = []
+    try:
+        for name, size, mode in (("tmp", pool["tmp_bytes"], 0o1777),
+                                 ("workspace", pool["workspace_bytes"], 0o700)):
+            target = f"{EPISODES}/stage/{name}"
+            os.makedirs(target, mode=0o700, exist_ok=True)
+            owner = (0, 0) if name == "tmp" else (uid, gid)
+            _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV,
+                   f"size={int(size)},nr_inodes={inodes},mode={mode:o},uid={owner[0]},gid={owner[1]}")
+            try:
+                # a Python installation under the host's /tmp is bound again on top
+                for stash, root in (pool.get("tmp_roots") or []) if name == "tmp" else []:
+                    sub = f"{target}{root[len('/tmp'):]}"
+                    os.makedirs(sub, mode=0o755, exist_ok=True)
+                    _mount(stash, sub, None, MS_BIND | MS_REC)
+                    _mount(None, sub, None,
+                           MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+                fds.append(_syscall_fd(SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), target.encode(),
+                                       ctypes.c_uint(OPEN_TREE_CLONE | AT_RECURSIVE | os.O_CLOEXEC)))
+            finally:
+                _umount(target)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds[0], fds[1]
 
 
-def _ep_close(ep):
-    """Detach an episode's mounts (any tree, any depth: nothing walks them) and its dirs."""
-    base = f"{EPISODES}/{ep}"
-    if not os.path.isdir(base):
-        return
-    for name in ("tmp", "workspace"):
-        target = f"{base}/{name}"
-        if os.path.ismount(target):
-            _umount(target)
-        if os.path.isdir(target):
-            os.rmdir(target)
-    os.rmdir(base)
+def _ep_close(episodes, ep):
+    """Forget an episode: its trees go when no payload holds a copy (payloads are gone)."""
+    state = episodes.pop(ep, None)
+    if state is not None:
+        for fd in state[1:]:
+            os.close(fd)
 
 
 def _pool_request(cfg, req, episodes):
     """Validate a pooled request's episode, creating its state when it is new (or was
-    reset: ``fresh``); returns the episode id. ``episodes``: id -> generation."""
+    reset: ``fresh``); returns the episode id. ``episodes``: id -> (generation, tmp fd,
+    workspace fd)."""
     ep, uid, gid = req.get("ep"), req.get("uid"), req.get("gid")
     for value in (ep, uid, gid):
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_EPISODE_ID:
             raise ValueError("a pooled request names its episode and uid (integers)")
     if req.get("fresh") or ep not in episodes:
-        _ep_open(cfg, ep, uid, gid)
-        episodes[ep] = next(_generations)
+        _ep_close(episodes, ep)
+        tmp_fd, ws_fd = _ep_open(cfg, uid, gid)
+        episodes[ep] = (next(_generations), tmp_fd, ws_fd)
     return ep
 
 
@@ -1238,9 +1288,10 @@ def _pool_main(cfg, host_in, host_fds):
     """The request loop of a pooled zygote: many episodes, one execution at a time, each
     in the spare payload forked ahead while the previous one ran."""
     episodes = {}
-    # mounts made under /episodes propagate into the spare's view (a slave copy), so the
-    # spare forked ahead can serve any episode, even one opened or reset after it was forked
-    _mount(None, EPISODES, None, MS_SHARED)
+    # two fds per open episode: as many as the hard limit allows
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     spare = None
     for line in host_in:
         line = line.strip()
@@ -1260,8 +1311,7 @@ def _pool_main(cfg, host_in, host_fds):
             ep = req.get("ep")
             if isinstance(ep, int) and ep in episodes:
                 try:
-                    _ep_close(ep)
-                    del episodes[ep]
+                    _ep_close(episodes, ep)
                 except OSError as exc:
                     result = {"status": "error", "error": f"close failed: {exc}"}
             result["id"] = rid
@@ -1282,6 +1332,20 @@ def _pool_main(cfg, host_in, host_fds):
         if spare is None:
             spare = _try_spare(cfg, host_fds)
         current, spare = spare, None
+        if not isinstance(current, BaseException):
+            # the spare learns which episode it serves only now: its two mount trees travel
+            # with the request (SCM_RIGHTS), so it needs nothing from before it was forked
+            # (a copy made here: a payload cannot clone a tree made in another namespace)
+            clones = []
+            try:
+                clones = [_detached_clone(fd) for fd in episodes[ep][1:]]
+                with socket.socket(fileno=os.dup(current[4])) as sock:
+                    socket.send_fds(sock, [b"T"], clones)
+            except OSError:
+                pass  # P fails closed without them; _serve reports how it ended
+            finally:
+                for fd in clones:
+                    os.close(fd)
 
         def fork_next():
             nonlocal spare

@@ -12,21 +12,23 @@ process tree (bubblewrap, zygote, spare payload). A :class:`SandboxPool` starts
 only its private writable state inside one of them:
 
 * a ``/tmp`` and a ``/workspace`` tmpfs (each with its size and inode budget), owned by the
-  episode's own uid, mounted by the zygote under ``/episodes/<id>`` — a root-only (0700)
-  directory of the worker's mount namespace that no payload ever sees;
-* every execution forks from the warm zygote as before; its payload, still privileged in its
-  own mount namespace, binds that episode's two mounts over ``/tmp`` and ``/workspace``,
-  detaches ``/episodes`` whole (the other episodes' files no longer exist in its view), and
-  only then drops to the episode's uid, every capability and the seccomp filter;
+  episode's own uid, held by the zygote as two *detached* mount trees (file descriptors from
+  ``open_tree``; no mount table lists them, so an execution costs the same with 1 or 4,000
+  episodes open);
+* every execution forks from the warm zygote as before; the zygote clones the episode's two
+  trees and passes the copies with the request (``SCM_RIGHTS``); the payload, still
+  privileged in its own mount namespace, attaches them over ``/tmp`` and ``/workspace``,
+  checks that they are in place, and only then drops to the episode's uid, every capability
+  and the seccomp filter (no other episode's files exist anywhere in its view);
 * an episode is pinned to the worker that holds its files; a worker runs one execution at
   a time, so executions of episodes sharing a worker queue (no two of them are ever alive
   at once: nothing to signal, trace or talk to over IPC, and every payload is PID 1 of a PID
   namespace that dies with it).
 
-An idle episode is a Python object on the host and, once it has run code, two empty tmpfs
-superblocks in the worker (kilobytes; ``benchmarks/server_load.py`` measures it): no process.
+An idle episode is a Python object on the host and, once it has run code, two tmpfs
+superblocks (and two fds) in the worker (kilobytes; ``benchmarks/server_load.py`` measures it): no process.
 ``reset()`` is host-side (a new uid, and the next request asks the zygote for fresh mounts);
-``close()`` detaches the mounts.
+``close()`` drops the trees.
 
 Not pooled: families with services (``make_services``, e.g. MedAgentBench's FHIR server). A
 worker's forwarder relays 127.0.0.1:PORT to one service socket, and a service holds state
@@ -64,7 +66,7 @@ MAX_EPISODES = len(sandbox_uid_range()) - 96
 
 
 class PoolWorker(BwrapSandbox):
-    """A bwrap zygote in pooled mode: it keeps many episodes' mounts under ``/episodes``."""
+    """A bwrap zygote in pooled mode: it keeps many episodes' /tmp and /workspace trees."""
 
     name = "bwrap-pool"
 
