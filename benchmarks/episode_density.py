@@ -12,8 +12,9 @@ worker per CPU unless ``--workers``), has each run one small execution that writ
   process's RSS (the host-side objects), divided by N; the drop in ``MemAvailable`` is given
   too, but on a shared machine it also moves with everyone else's work;
 * processes per idle episode: the pool's process trees before and after (should be 0);
-* warm execution latency (p50) with no other episode open and with all N open (each
-  payload copies the worker's mount table, which grows with the episodes it holds);
+* warm execution latency (p50) and the workers' CPU per execution with no other episode
+  open and with all N open (episodes' files are detached mount trees held by fds, so
+  neither should grow with N);
 * reset: the host-side call (p50) and the first execution after it (fresh mounts) vs a warm one;
 * the same memory and start CPU for ``--dedicated`` classic ``BwrapSandbox`` instances, for
   the ratio.
@@ -165,7 +166,10 @@ async def run(episodes: int, workers: int, dedicated: int, repeats: int) -> dict
     await asyncio.sleep(0.5)
     procs_before = sum(len(tree(r)) for r in roots)
     probe = warmers[0]
+    pool_pids = [p for r in roots for p in tree(r)]
+    c0 = cpu_of(pool_pids)
     warm_empty = await warm_latency(probe, repeats)
+    cpu_empty = (cpu_of(pool_pids) - c0) / repeats
     mem0, rss0, k0 = mem_available(), self_rss(), meminfo(*KERNEL)
     eps = [pool.episode() for _ in range(episodes)]
     t0 = time.perf_counter()
@@ -182,7 +186,10 @@ async def run(episodes: int, workers: int, dedicated: int, repeats: int) -> dict
     await asyncio.sleep(1.0)
     mem1, rss1, k1 = mem_available(), self_rss(), meminfo(*KERNEL)
     procs_after = sum(len(tree(r)) for r in roots)
+    pool_pids = [p for r in roots for p in tree(r)]
+    c0 = cpu_of(pool_pids)
     warm_full = await warm_latency(probe, repeats)
+    cpu_full = (cpu_of(pool_pids) - c0) / repeats
     resets, fresh, warm_after = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -212,6 +219,10 @@ async def run(episodes: int, workers: int, dedicated: int, repeats: int) -> dict
         "processes_per_idle_episode": (procs_after - procs_before) / episodes,
         "warm_exec_p50_ms_alone": 1000 * p50(warm_empty),
         "warm_exec_p50_ms_with_all_open": 1000 * p50(warm_full),
+        # the workers' CPU (payloads included) per warm execution: flat in the number of
+        # open episodes, since their trees are in no mount table a payload copies
+        "warm_exec_cpu_ms_alone": 1000 * cpu_empty,
+        "warm_exec_cpu_ms_with_all_open": 1000 * cpu_full,
         "reset_host_p50_ms": 1000 * p50(resets),
         "first_exec_after_reset_p50_ms": 1000 * p50(fresh),
         "warm_exec_after_reset_p50_ms": 1000 * p50(warm_after),
