@@ -467,7 +467,7 @@ def _driver_node(ray: Any) -> Any:
     try:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     except Exception:  # Ray client mode: no local node
         return "DEFAULT"
 
