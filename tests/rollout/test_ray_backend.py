@@ -198,6 +198,34 @@ def test_work_stealing_gives_a_slow_worker_fewer_pairs(tasks, tmp_path):
     assert sorted(stats["served"].values()) == sorted(by_pid.values())
 
 
+def test_the_work_queue_leases_waits_and_takes_back_what_a_lost_worker_held():
+    """The driver's queue without Ray: leases of at most n, a waiting lease while pairs are
+    out, a released worker's pairs going to the waiting one (once: retries=1), and the end
+    only when every leased pair is done."""
+    from medagentgym.rollout.ray_backend import WorkQueue
+
+    async def main():
+        q = WorkQueue(retries=1)
+        await q.put([0, 1, 2, 3])
+        assert await q.lease("a", 3) == [0, 1, 2] and await q.lease("b", 5) == [3]
+        waiting = asyncio.ensure_future(q.lease("b", 2))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # nothing queued, but "a" still holds pairs
+        await q.done("a", [0])
+        assert await q.release("a", [0, 2]) == (1, [])  # 1 back; 2 was stored by the driver
+        assert await asyncio.wait_for(waiting, 1) == [1]
+        assert await q.release("b", []) == (1, [1])  # 3 back (first loss), 1 out of retries
+        assert await q.lease("c", 4) == [3]
+        last = asyncio.ensure_future(q.lease("c", 1))
+        await asyncio.sleep(0.05)
+        assert not last.done()  # its own pair is still out: it may come back
+        await q.done("c", [3])
+        assert await asyncio.wait_for(last, 1) is None
+        assert q.stats() == {"a": 3, "b": 2, "c": 1}
+
+    asyncio.run(main())
+
+
 def test_pooled_workers_serve_every_episode_from_one_pool(tasks, tmp_path):
     """``sandbox_pool=True``: one worker per node (one node here) whose episodes share one
     pooled sandbox set; where bwrap does not work, the worker says why it did not pool."""

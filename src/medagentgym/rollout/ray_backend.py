@@ -453,7 +453,8 @@ def _placement(ray: Any, n_pairs: int, workers: int | None, pooled: bool,
 
         nodes = nodes[:max(1, n_pairs)]
         total = sum(c for _, c in nodes)
-        return [{"strategy": NodeAffinitySchedulingStrategy(nid, soft=True),
+        # hard: a soft affinity is only a hint (Ray may put two workers on one node)
+        return [{"strategy": NodeAffinitySchedulingStrategy(nid, soft=False),
                  "slots": max(1, math.ceil(concurrency * cpus / total)),
                  "pool": {"workers": cpus}} for nid, cpus in nodes]
     n = max(1, min(workers or total, n_pairs))
