@@ -208,12 +208,15 @@ def test_the_work_queue_leases_waits_and_takes_back_what_a_lost_worker_held():
         q = WorkQueue(retries=1)
         await q.put([0, 1, 2, 3])
         assert await q.lease("a", 3) == [0, 1, 2] and await q.lease("b", 5) == [3]
+        stale = asyncio.ensure_future(q.lease("a", 2))  # sent by "a" just before it died
+        await asyncio.sleep(0.01)
         waiting = asyncio.ensure_future(q.lease("b", 2))
         await asyncio.sleep(0.05)
         assert not waiting.done()  # nothing queued, but "a" still holds pairs
         await q.done("a", [0])
         assert await q.release("a", [0, 2]) == (1, [])  # 1 back; 2 was stored by the driver
         assert await asyncio.wait_for(waiting, 1) == [1]
+        assert await asyncio.wait_for(stale, 1) is None  # a released worker gets nothing more
         assert await q.release("b", []) == (1, [1])  # 3 back (first loss), 1 out of retries
         assert await q.lease("c", 4) == [3]
         last = asyncio.ensure_future(q.lease("c", 1))

@@ -358,6 +358,7 @@ class WorkQueue:
         self.served: collections.Counter[str] = collections.Counter()
         self.attempts: collections.Counter[int] = collections.Counter()
         self.closed = False
+        self.gone: set[str] = set()  # released workers: a late lease of theirs gets nothing
         self.changed = asyncio.Condition()
 
     async def put(self, items: list[int]) -> None:
@@ -370,7 +371,7 @@ class WorkQueue:
         are still out (a lost worker's come back); ``None`` once everything is done."""
         async with self.changed:
             while True:
-                if self.closed:
+                if self.closed or wid in self.gone:
                     return None
                 if self.queue:
                     got = [self.queue.popleft() for _ in range(min(max(1, n), len(self.queue)))]
@@ -391,6 +392,7 @@ class WorkQueue:
         """Worker ``wid`` is gone: what it held and the driver did not store goes back to
         the queue; returns (how many went back, the pairs out of retries)."""
         async with self.changed:
+            self.gone.add(wid)
             held = self.leases.pop(wid, set()) - set(accepted)
             back, gave_up = [], []
             for i in sorted(held):
