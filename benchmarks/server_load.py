@@ -1,15 +1,20 @@
 """Environment server density: sessions held, reset and step latency, idle expiry.
 
     python benchmarks/server_load.py [--sessions 512] [--clients 64] [--steps 4] \\
-        [--exec-steps 1] [--idle 60] [--sandbox pool] [--mirror ../shared/data] [--out FILE]
+        [--exec-steps 1] [--idle 60] [--think 0] [--sandbox pool] [--mirror ../shared/data] \\
+        [--profile FILE] [--out FILE]
 
 Starts the server (``medagentgym serve``'s app, ``create_app(sandbox_pool=True)`` for
 ``--sandbox pool``) in its own process on loopback, then ``--clients`` concurrent HTTP clients
 each open sessions one after another (``POST /envs``, TREQS on the synthetic database),
 ``reset`` them, and step each ``--steps`` times with an action that executes no code (a reply
 that is not a JSON action: the whole step path — parse, feedback, history — without the
-sandbox) and ``--exec-steps`` times with a small code action. Every session stays open. It
-reports:
+sandbox) and ``--exec-steps`` times with a small code action. Every session stays open.
+``--think S`` makes each client wait ~S seconds before every request, as an RL trainer's
+client waits for its model: with ``--clients`` equal to ``--sessions`` every session is
+live at once and the load is ~sessions/S requests/s (the density measure); without it the
+clients send back to back (the saturation measure: latency is then queueing, clients /
+throughput). It reports:
 
 * sessions held at the end and at the peak (sampled every 2 s; with a load longer than
   ``--idle`` the first sessions expire before the last open), per CPU core, and the server's memory per session (RSS of the
@@ -31,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -120,6 +126,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     limits = httpx.Limits(max_connections=args.clients + 4, max_keepalive_connections=args.clients + 4)
     out: dict[str, Any] = {"sessions_asked": args.sessions, "clients": args.clients,
+                           "think_s": args.think,
                            "cpus": len(os.sched_getaffinity(0)), "sandbox": args.sandbox,
                            "idle_timeout_s": args.idle}
     try:
@@ -147,42 +154,69 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             out["task_build_s"] = round(time.perf_counter() - t0, 2)
 
             create_s, reset_s, step_s, exec_s, errors = [], [], [], [], []
+            # the server's own time per request (its Server-Timing header)
+            srv: dict[str, list[float]] = {"create": [], "reset": [], "step": [], "exec": []}
+
+            def server_time(kind: str, r: Any) -> None:
+                head = r.headers.get("server-timing", "")
+                if "dur=" in head:
+                    srv[kind].append(float(head.split("dur=")[1].split(";")[0]) / 1e3)
             held: list[tuple[str, str]] = []
             queue: asyncio.Queue[int] = asyncio.Queue()
             for i in range(args.sessions):
                 queue.put_nowait(i)
 
-            async def client() -> None:
+            # clients with think time (a model answering between steps) are spread over
+            # several connection pools: httpx scans its whole pool on every request
+            https = [http] + [httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(
+                max_connections=20, max_keepalive_connections=20))
+                for _ in range((args.clients - 1) // 16 if args.think else 0)]
+            rng = random.Random(0)
+
+            async def think() -> None:
+                if args.think:
+                    await asyncio.sleep(args.think * rng.uniform(0.5, 1.5))
+
+            async def client(k: int) -> None:
+                http = https[k % len(https)]
                 while True:
                     try:
                         i = queue.get_nowait()
                     except asyncio.QueueEmpty:
                         return
                     try:
+                        await think()
                         t = time.perf_counter()
                         r = await http.post("/envs", json={"dataset": "treqs",
                                                            "options": {"database": "synthetic"}})
                         create_s.append(time.perf_counter() - t)
+                        server_time("create", r)
                         r.raise_for_status()
                         env = r.json()
                         h = {"X-Env-Secret": env["secret"]}
                         eid = env["env_id"]
+                        await think()
                         t = time.perf_counter()
                         r = await http.post(f"/envs/{eid}/reset", json={"seed": i}, headers=h)
                         reset_s.append(time.perf_counter() - t)
+                        server_time("reset", r)
                         r.raise_for_status()
                         for _ in range(args.steps):
+                            await think()
                             t = time.perf_counter()
                             r = await http.post(f"/envs/{eid}/step", json={"action": NOT_AN_ACTION},
                                                 headers=h)
                             step_s.append(time.perf_counter() - t)
+                            server_time("step", r)
                             r.raise_for_status()
                         for _ in range(args.exec_steps):
+                            await think()
                             t = time.perf_counter()
                             r = await http.post(f"/envs/{eid}/step", headers=h, json={
                                 "action": {"action": "validate_code",
                                            "params": {"code": "answer = 1 + 1"}}})
                             exec_s.append(time.perf_counter() - t)
+                            server_time("exec", r)
                             r.raise_for_status()
                         held.append((eid, env["secret"]))
                     except Exception as exc:  # counted, reported
@@ -201,8 +235,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             cpu0 = proc_cpu(server.pid)
             busy0 = machine_busy()
-            await asyncio.gather(*(client() for _ in range(args.clients)))
+            await asyncio.gather(*(client(k) for k in range(args.clients)))
             wall = time.perf_counter() - t0
+            for extra in https[1:]:
+                await extra.aclose()
             server_cpu = proc_cpu(server.pid) - cpu0
             busy1 = machine_busy()
             watcher.cancel()
@@ -230,6 +266,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "step_with_execution_ms": {"p50": round(1e3 * pct(exec_s, 0.5), 1),
                                            "p99": round(1e3 * pct(exec_s, 0.99), 1),
                                            "n": len(exec_s)},
+                # the same, as the server saw them (Server-Timing: request in to response
+                # out; the rest of what a client sees is its own loop, the network, the OS)
+                "server_side_ms": {k: {"p50": round(1e3 * pct(v, 0.5), 1),
+                                       "p99": round(1e3 * pct(v, 0.99), 1)}
+                                   for k, v in srv.items() if v},
                 # the server process alone (event loop, HTTP, env logic; not the sandboxes)
                 "server_cpu_ms_per_request": round(1e3 * server_cpu / max(1, len(create_s) + len(
                     reset_s) + len(step_s) + len(exec_s)), 2),
@@ -267,6 +308,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--exec-steps", type=int, default=1)
     parser.add_argument("--idle", type=float, default=60.0)
+    parser.add_argument("--think", type=float, default=0.0,
+                        help="seconds a client waits before each request (x0.5-1.5, seeded): "
+                             "the model's time between steps; 0 = back to back (saturation)")
     parser.add_argument("--sandbox", choices=("pool", "dedicated"), default="pool")
     parser.add_argument("--mirror", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -282,3 +282,12 @@ def test_reset_without_body(server, client):
         assert raw.status_code == 200 and raw.json()["info"]["task_id"]
     finally:
         env.close()
+
+
+def test_every_response_says_the_servers_own_time(server):
+    """Server-Timing: the server's time from request in to response out (a 404 too)."""
+    for path in ("/health", "/datasets", "/envs/nope"):
+        r = httpx.get(server.url + path)
+        head = r.headers.get("server-timing", "")
+        assert head.startswith("app;dur="), (path, dict(r.headers))
+        assert 0.0 <= float(head.split("dur=")[1]) < 60_000

@@ -1368,6 +1368,9 @@ def main():
     os.dup2(null, 1)
     os.close(null)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    nice = cfg.get("nice")
+    if isinstance(nice, int) and not isinstance(nice, bool) and 0 < nice < 20:
+        os.nice(nice)  # agent code yields the CPU to the host's control plane
     # Nobody may ptrace us or open our fds through /proc (the host channel lives here).
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     t0 = time.monotonic()

@@ -70,6 +70,9 @@ class SandboxLimits(BaseModel):
                                             "/workspace, each (bwrap)")
     shm_bytes: int = Field(64 * 1024**2, description="System V shared memory and /dev/shm "
                                                      "per execution (bwrap)")
+    nice: int = Field(5, ge=0, le=19, description=(
+        "CPU niceness of the sandbox's processes, added to the host's: agent code yields "
+        "the CPU to the harness (event loop, model client, server) when both want it"))
 
     def for_request(self) -> dict[str, int]:
         return {
@@ -406,6 +409,7 @@ class WorkerSandbox(Sandbox):
         self._stderr_tail.clear()
         self._stderr_task = asyncio.get_running_loop().create_task(self._pump_stderr(self._proc))
         try:
+            config.setdefault("nice", self.limits.nice)
             self._proc.stdin.write(json.dumps(config).encode() + b"\n")
             await self._proc.stdin.drain()
             line = await asyncio.wait_for(self._proc.stdout.readline(), self.start_timeout)

@@ -514,6 +514,30 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class ServerTiming:
+    """ASGI middleware: every HTTP response says how long the server took to produce it
+    (``Server-Timing: app;dur=<ms>``, from the request reaching the app to the response
+    starting), so a client can tell the server's time from the network's and its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                dur = f"app;dur={(time.perf_counter() - t0) * 1e3:.2f}".encode()
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"server-timing", dur)]}
+            await send(message)
+
+        await self.app(scope, receive, timed)
+
+
 # --------------------------------------------------------------------------------- app
 
 
@@ -588,6 +612,7 @@ def create_app(max_envs: int = 64, idle_timeout_s: float = 600.0, *, token: str 
     app = FastAPI(title="MedAgentGym environment server", version=__version__,
                   lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(ServerTiming)  # outermost: the body limit's time is the server's too
     app.state.registry = registry
     auth = [Depends(_auth_dependency(token))]
     secret_header = Header(None, alias=SECRET_HEADER, max_length=200,
