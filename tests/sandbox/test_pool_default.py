@@ -130,3 +130,16 @@ def test_serve_pools_by_default_with_bwrap_and_not_with_local(monkeypatch):
                                    "--max-envs", "10")
         assert seen["sandbox_pool"] is False and seen["max_envs"] == 10
 
+
+
+def test_ray_worker_stats_say_who_pooled():
+    from medagentgym.cli.rollout import _merge_worker_stats
+
+    merged = _merge_worker_stats({"lost": 1, "workers": [
+        {"sandbox_pool": True, "episodes": 5, "pools": [2], "model": {"requests": 3}},
+        {"sandbox_pool": False, "episodes": 2, "pool_refused": "bubblewrap cannot run here",
+         "model": {"requests": 4}}]})
+    assert merged["workers"] == 2 and merged["lost_episodes"] == 1
+    assert merged["pooled_workers"] == 1 and merged["episodes_per_worker"] == [5, 2]
+    assert merged["pool_refused"] == ["bubblewrap cannot run here"]
+    assert merged["model"]["requests"] == 7

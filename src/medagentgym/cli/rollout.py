@@ -138,7 +138,9 @@ def rollout(
     infra_retries: int | None = typer.Option(None, help="re-runs of an episode after an infrastructure error (default: 1)"),
     backend: str | None = typer.Option(None, help="local | ray (default: local)"),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster (default: start a local instance)"),
-    ray_workers: int | None = typer.Option(None, "--ray-workers", help="Ray shards (default: the cluster's CPU slots)"),
+    ray_workers: int | None = typer.Option(None, "--ray-workers", help=(
+        "Ray workers pulling episodes from the run's queue (default: one per node with "
+        "--sandbox-pool, else one per CPU slot)")),
     preflight: bool = typer.Option(True, "--preflight/--no-preflight",
                                    help="check the endpoint, key and model before the run"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
@@ -488,7 +490,7 @@ async def _rollout(s: dict[str, Any], tasks: list[Any], store: Any, run_id: str,
                 ray_stats: dict[str, Any] = {}
                 new = await run_tasks_ray_async(
                     s["dataset"], tasks, agents, workers=s["ray_workers"] and int(s["ray_workers"]),
-                    stats=ray_stats, **common)
+                    stats=ray_stats, sandbox_pool=bool(s.get("sandbox_pool")), **common)
                 stats = _merge_worker_stats(ray_stats)
             else:
                 agent_factory, debugger_factory = await agents.open()
@@ -506,9 +508,14 @@ async def _rollout(s: dict[str, Any], tasks: list[Any], store: Any, run_id: str,
 
 def _merge_worker_stats(ray_stats: dict[str, Any]) -> dict[str, Any]:
     """Sum the Ray workers' client stats into the local backend's report shape."""
-    out: dict[str, Any] = {"workers": len(ray_stats.get("workers", [])),
-                           "lost_episodes": ray_stats.get("lost", 0)}
-    for w in ray_stats.get("workers", []):
+    workers = ray_stats.get("workers", [])
+    out: dict[str, Any] = {"workers": len(workers), "lost_episodes": ray_stats.get("lost", 0),
+                           "pooled_workers": sum(1 for w in workers if w.get("sandbox_pool")),
+                           "episodes_per_worker": [w.get("episodes", 0) for w in workers]}
+    refused = sorted({str(w["pool_refused"]) for w in workers if w.get("pool_refused")})
+    if refused:
+        out["pool_refused"] = refused[:3]
+    for w in workers:
         for name in ("model", "debugger"):
             if name not in w:
                 continue
