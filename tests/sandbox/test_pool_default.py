@@ -27,13 +27,15 @@ def test_pools_give_none_when_every_pool_is_busy_and_evict_idle_ones(tmp_path):
     async def go():
         first = pools.try_episode({"/data/x": a})
         assert isinstance(first, PooledEpisode)
-        first.pool._episodes.add(first)  # attached (as start() does), without a worker
-        assert pools.try_episode({"/data/x": b}) is None  # the one pool is in use
+        # handed out but not started yet: its pool is in use all the same
+        assert pools.try_episode({"/data/x": b}) is None
         with pytest.raises(ConfigurationError, match="max_pools"):
             pools.episode({"/data/x": b})
         again = pools.try_episode({"/data/x": a})  # same input set: same pool
         assert again is not None and again.pool is first.pool
-        first.pool._episodes.clear()  # every episode of the first set closed
+        await again.close()
+        assert pools.try_episode({"/data/x": b}) is None  # `first` is still open
+        await first.close()  # every episode of the first set closed (never started)
         other = pools.try_episode({"/data/x": b})
         assert other is not None and other.pool is not first.pool
         await asyncio.sleep(0)  # the idle pool's close runs in the background

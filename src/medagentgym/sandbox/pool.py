@@ -153,6 +153,7 @@ class PooledEpisode(WorkerSandbox):
         if self._closed:
             return
         self._closed = True
+        self.pool._issued -= 1
         worker, self.worker = self.worker, None
         if worker is not None:
             await self.pool._detach(self, worker, self._fresh)
@@ -207,6 +208,7 @@ class SandboxPool:
         self._ids = itertools.count(1)
         self._live_uids: set[int] = set()
         self._episodes: set[PooledEpisode] = set()
+        self._issued = 0  # episodes handed out and not closed (started or not)
         self._start_locks: list[asyncio.Lock] | None = None
         self._started = [False] * n
         self._closed = False
@@ -219,7 +221,13 @@ class SandboxPool:
         """A new, unstarted episode (``await ep.start()`` or ``async with``)."""
         if self._closed:
             raise SandboxError("sandbox pool is closed")
+        self._issued += 1  # until the episode is closed, started or not
         return PooledEpisode(self, next(self._ids))
+
+    @property
+    def idle(self) -> bool:
+        """No episode of this pool is open (started or not yet)."""
+        return self._issued <= 0
 
     def __len__(self) -> int:
         return len(self._episodes)
@@ -341,7 +349,7 @@ class SandboxPools:
         pool = self._pools.pop(key, None)
         if pool is None:
             if len(self._pools) >= self.max_pools:
-                idle = next((k for k, p in self._pools.items() if len(p) == 0), None)
+                idle = next((k for k, p in self._pools.items() if p.idle), None)
                 if idle is None:
                     return None
                 old = self._pools.pop(idle)
