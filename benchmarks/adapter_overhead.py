@@ -14,7 +14,6 @@ timings are noisy). Needs the ``server`` and ``openenv`` extras; runs in a tempo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -22,6 +21,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from medagentgym.bench.procs import emit
 
 ACTION = {"action": "validate_code", "params": {"code": "answer = 1"}}
 
@@ -100,11 +101,7 @@ def main() -> None:
     results["ratio_p50_vs_in_process"] = {
         k: round(results[k]["p50_ms"] / base_p50, 2)  # type: ignore[index]
         for k in ("rest", "openenv_ws")}
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

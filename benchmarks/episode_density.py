@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-TICK = os.sysconf("SC_CLK_TCK")
+from medagentgym.bench.procs import emit, process_tree, smaps_kib, total_cpu_s
 
 
 def mem_available() -> int:
@@ -61,46 +60,6 @@ def self_rss() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def tree(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, stack = [], [pid]
-    while stack:
-        p = stack.pop()
-        out.append(p)
-        stack.extend(children.get(p, []))
-    return out
-
-
-def pss(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
-
-
-def cpu_of(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in f[11:15]) / TICK
-        except (OSError, ValueError):
-            pass
-    return total
 
 
 def p50(xs: list[float]) -> float:
@@ -133,13 +92,13 @@ async def run(episodes: int, workers: int, dedicated: int, repeats: int) -> dict
         await asyncio.gather(*(b.start() for b in boxes))
         start_wall = time.perf_counter() - t0
         await asyncio.sleep(0.5)
-        pids = [p for b in boxes for p in tree(b._proc.pid)]
+        pids = [p for b in boxes for p in process_tree(b._proc.pid)]
         out["dedicated"] = {
             "n": dedicated,
-            "pss_per_sandbox_mb": pss(pids) / dedicated / 1e6,
+            "pss_per_sandbox_mb": smaps_kib(pids) * 1024 / dedicated / 1e6,
             "memavailable_drop_per_sandbox_mb": (before_mem - mem_available()) / dedicated / 1e6,
             "processes_per_sandbox": len(pids) / dedicated,
-            "start_cpu_s_per_sandbox": cpu_of(pids) / dedicated,
+            "start_cpu_s_per_sandbox": total_cpu_s(pids) / dedicated,
             "start_wall_s": start_wall,
             "warm_exec_p50_ms": 1000 * p50(await warm_latency(boxes[0], repeats)),
         }
@@ -164,12 +123,12 @@ async def run(episodes: int, workers: int, dedicated: int, repeats: int) -> dict
         await w.start()
         await w.execute("answer = 1")
     await asyncio.sleep(0.5)
-    procs_before = sum(len(tree(r)) for r in roots)
+    procs_before = sum(len(process_tree(r)) for r in roots)
     probe = warmers[0]
-    pool_pids = [p for r in roots for p in tree(r)]
-    c0 = cpu_of(pool_pids)
+    pool_pids = [p for r in roots for p in process_tree(r)]
+    c0 = total_cpu_s(pool_pids)
     warm_empty = await warm_latency(probe, repeats)
-    cpu_empty = (cpu_of(pool_pids) - c0) / repeats
+    cpu_empty = (total_cpu_s(pool_pids) - c0) / repeats
     mem0, rss0, k0 = mem_available(), self_rss(), meminfo(*KERNEL)
     eps = [pool.episode() for _ in range(episodes)]
     t0 = time.perf_counter()
@@ -185,11 +144,11 @@ async def run(episodes: int, workers: int, dedicated: int, repeats: int) -> dict
     first_s = time.perf_counter() - t0
     await asyncio.sleep(1.0)
     mem1, rss1, k1 = mem_available(), self_rss(), meminfo(*KERNEL)
-    procs_after = sum(len(tree(r)) for r in roots)
-    pool_pids = [p for r in roots for p in tree(r)]
-    c0 = cpu_of(pool_pids)
+    procs_after = sum(len(process_tree(r)) for r in roots)
+    pool_pids = [p for r in roots for p in process_tree(r)]
+    c0 = total_cpu_s(pool_pids)
     warm_full = await warm_latency(probe, repeats)
-    cpu_full = (cpu_of(pool_pids) - c0) / repeats
+    cpu_full = (total_cpu_s(pool_pids) - c0) / repeats
     resets, fresh, warm_after = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -206,7 +165,7 @@ async def run(episodes: int, workers: int, dedicated: int, repeats: int) -> dict
     out["pool"] = {
         "workers": len(pool.workers),
         "start_wall_s": pool_start,
-        "pss_of_workers_mb": pss([p for r in roots for p in tree(r)]) / 1e6,
+        "pss_of_workers_mb": smaps_kib([p for r in roots for p in process_tree(r)]) * 1024 / 1e6,
         "open_episodes_s": open_s,
         "first_execution_of_all_s": first_s,
         "first_executions_per_s": episodes / first_s,
@@ -245,11 +204,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     result = asyncio.run(run(args.episodes, args.workers, args.dedicated, args.repeats))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from medagentgym.bench.procs import emit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -205,11 +207,7 @@ def main() -> None:
 
     report = {"startup": startup(source, args.repeats),
               **throughput(_source(source)[2], args.seconds)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -36,64 +36,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-TICK = os.sysconf("SC_CLK_TCK")
+from medagentgym.bench.procs import (
+    cpu_by_pid,
+    descendants,
+    machine_cpu_s,
+    own_cpu_s,
+    smaps_kib,
+)
+
 SAMPLE_S = 0.25  # how often memory and sandbox CPU are sampled
-
-
-def _proc_cpu(pid: int) -> float:
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(f[11]) + int(f[12])) / TICK
-
-
-def _tree_cpu(pids: list[int]) -> dict[int, float]:
-    """CPU seconds of each process, its own and that of the children it has reaped."""
-    out = {}
-    for pid in pids:
-        try:
-            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            out[pid] = sum(int(x) for x in f[11:15]) / TICK
-        except (OSError, ValueError):
-            pass
-    return out
-
-
-def _machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine."""
-    v = list(map(int, Path("/proc/stat").read_text().splitlines()[0].split()[1:]))
-    idle = v[3] + v[4]
-    return (sum(v) - idle) / TICK, sum(v) / TICK
-
-
-def _descendants(root: int, exclude: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").glob("[0-9]*"):
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [root]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            if c != exclude:
-                out.append(c)
-                todo.append(c)
-    return out
-
-
-def _pss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
 
 
 def _rss_mb() -> float:
@@ -152,16 +103,16 @@ async def one_run(tasks: list[Any], concurrency: int, turns: int, episodes: int,
     done: list[float] = []
     peak = {"rss": 0.0, "pss": 0.0, "procs": 0}
     me = os.getpid()
-    old = set(_descendants(me, server_pid))
+    old = set(descendants(me, server_pid))
     sandbox_cpu: dict[int, float] = {}  # last seen CPU of each sandbox process
 
     async def sampler() -> None:
         while True:
             await asyncio.sleep(SAMPLE_S)
             c0 = time.thread_time()
-            kids = [p for p in _descendants(me, server_pid) if p not in old]
-            sandbox_cpu.update(_tree_cpu(kids))
-            peak["pss"] = max(peak["pss"], _pss_mb(kids))
+            kids = [p for p in descendants(me, server_pid) if p not in old]
+            sandbox_cpu.update(cpu_by_pid(kids))
+            peak["pss"] = max(peak["pss"], smaps_kib(kids) / 1024)
             peak["procs"] = max(peak["procs"], len(kids))
             peak["rss"] = max(peak["rss"], _rss_mb())
             timers.sampler_cpu += time.thread_time() - c0
@@ -176,7 +127,7 @@ async def one_run(tasks: list[Any], concurrency: int, turns: int, episodes: int,
     async with ChatClient(cfg, api_key="bench") as client:
         sample_task = asyncio.get_running_loop().create_task(sampler())
         t0 = time.perf_counter()
-        cpu0, m0, s0 = time.process_time(), _machine_cpu(), _proc_cpu(server_pid)
+        cpu0, m0, s0 = time.process_time(), machine_cpu_s(), own_cpu_s(server_pid)
         try:
             trajs = await run_tasks_async(
                 "treqs", picked, lambda: LLMAgent(client), samples=samples,
@@ -185,7 +136,7 @@ async def one_run(tasks: list[Any], concurrency: int, turns: int, episodes: int,
                 on_done=lambda t: done.append(time.perf_counter()),
                 sandbox_pool=pools)
             wall = time.perf_counter() - t0
-            cpu, m1, s1 = time.process_time() - cpu0, _machine_cpu(), _proc_cpu(server_pid) - s0
+            cpu, m1, s1 = time.process_time() - cpu0, machine_cpu_s(), own_cpu_s(server_pid) - s0
             await asyncio.sleep(SAMPLE_S * 1.5)  # one more sample of the pool's workers
         finally:
             if pools is not None:

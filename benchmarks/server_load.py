@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
 import socket
@@ -45,6 +44,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from medagentgym.bench.procs import emit, machine_cpu_s, own_cpu_s, process_tree, smaps_kib
+
 ADMIN = "bench-admin-token-0123456789"
 NOT_AN_ACTION = "I am still thinking about it."
 
@@ -54,48 +55,6 @@ def pct(xs: list[float], q: float) -> float:
         return float("nan")
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-
-def tree(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").glob("[0-9]*"):
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [pid], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def mem_mb(pids: list[int], field: str) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith(field + ":"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
-
-
-def proc_cpu(pid: int) -> float:
-    """CPU seconds of one process (its own threads, not its children)."""
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError):
-        return 0.0
-
-
-def machine_busy() -> tuple[float, float]:
-    v = list(map(int, Path("/proc/stat").read_text().splitlines()[0].split()[1:]))
-    return sum(v) - v[3] - v[4], sum(v)
 
 
 def start_server(port: int, sessions: int, idle: float, sandbox: str,
@@ -177,6 +136,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if args.think:
                     await asyncio.sleep(args.think * rng.uniform(0.5, 1.5))
 
+            async def timed(http: Any, kind: str, samples: list[float], path: str,
+                            **kw: Any) -> Any:
+                """One request after the client's think time: its latency as the client and
+                as the server saw it."""
+                await think()
+                t = time.perf_counter()
+                r = await http.post(path, **kw)
+                samples.append(time.perf_counter() - t)
+                server_time(kind, r)
+                r.raise_for_status()
+                return r
+
             async def client(k: int) -> None:
                 http = https[k % len(https)]
                 while True:
@@ -185,39 +156,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     except asyncio.QueueEmpty:
                         return
                     try:
-                        await think()
-                        t = time.perf_counter()
-                        r = await http.post("/envs", json={"dataset": "treqs",
-                                                           "options": {"database": "synthetic"}})
-                        create_s.append(time.perf_counter() - t)
-                        server_time("create", r)
-                        r.raise_for_status()
-                        env = r.json()
+                        env = (await timed(http, "create", create_s, "/envs", json={
+                            "dataset": "treqs", "options": {"database": "synthetic"}})).json()
                         h = {"X-Env-Secret": env["secret"]}
                         eid = env["env_id"]
-                        await think()
-                        t = time.perf_counter()
-                        r = await http.post(f"/envs/{eid}/reset", json={"seed": i}, headers=h)
-                        reset_s.append(time.perf_counter() - t)
-                        server_time("reset", r)
-                        r.raise_for_status()
+                        await timed(http, "reset", reset_s, f"/envs/{eid}/reset",
+                                    json={"seed": i}, headers=h)
                         for _ in range(args.steps):
-                            await think()
-                            t = time.perf_counter()
-                            r = await http.post(f"/envs/{eid}/step", json={"action": NOT_AN_ACTION},
-                                                headers=h)
-                            step_s.append(time.perf_counter() - t)
-                            server_time("step", r)
-                            r.raise_for_status()
+                            await timed(http, "step", step_s, f"/envs/{eid}/step",
+                                        json={"action": NOT_AN_ACTION}, headers=h)
                         for _ in range(args.exec_steps):
-                            await think()
-                            t = time.perf_counter()
-                            r = await http.post(f"/envs/{eid}/step", headers=h, json={
-                                "action": {"action": "validate_code",
-                                           "params": {"code": "answer = 1 + 1"}}})
-                            exec_s.append(time.perf_counter() - t)
-                            server_time("exec", r)
-                            r.raise_for_status()
+                            await timed(http, "exec", exec_s, f"/envs/{eid}/step", headers=h,
+                                        json={"action": {"action": "validate_code",
+                                                         "params": {"code": "answer = 1 + 1"}}})
                         held.append((eid, env["secret"]))
                     except Exception as exc:  # counted, reported
                         errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
@@ -233,19 +184,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             watcher = asyncio.get_running_loop().create_task(watch())
             t0 = time.perf_counter()
-            cpu0 = proc_cpu(server.pid)
-            busy0 = machine_busy()
+            cpu0 = own_cpu_s(server.pid)
+            busy0 = machine_cpu_s()
             await asyncio.gather(*(client(k) for k in range(args.clients)))
             wall = time.perf_counter() - t0
             for extra in https[1:]:
                 await extra.aclose()
-            server_cpu = proc_cpu(server.pid) - cpu0
-            busy1 = machine_busy()
+            server_cpu = own_cpu_s(server.pid) - cpu0
+            busy1 = machine_cpu_s()
             watcher.cancel()
             listing = (await http.get("/envs", headers={"X-Admin-Token": ADMIN})).json()
-            pids = tree(server.pid)
-            rss = mem_mb([server.pid], "Rss")
-            sandbox_pss = mem_mb(pids[1:], "Pss")
+            pids = process_tree(server.pid)
+            rss = smaps_kib([server.pid], "Rss") / 1024
+            sandbox_pss = smaps_kib(pids[1:], "Pss") / 1024
             n = len(held)
             out.update({
                 "sessions_held": listing.get("count", n),
@@ -290,7 +241,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             out["all_expired_after_s"] = round(time.perf_counter() - t0, 1) if not total else None
             out["sessions_left_after_expiry"] = total
             await asyncio.sleep(1.0)
-            out["server_processes_after_expiry"] = len(tree(server.pid))
+            out["server_processes_after_expiry"] = len(process_tree(server.pid))
     finally:
         server.terminate()
         try:
@@ -325,11 +276,7 @@ def main() -> None:
     result = {"benchmark": "server_load",
               "command": "python benchmarks/server_load.py " + " ".join(sys.argv[1:]),
               **asyncio.run(run(args))}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

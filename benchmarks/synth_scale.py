@@ -10,7 +10,6 @@ ANALYZE, atomic rename) into a temporary directory, timed with ``time.perf_count
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sqlite3
@@ -19,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from medagentgym.bench.procs import emit
 from medagentgym.data import synth
 
 EVENT_TABLES = {
@@ -100,11 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, help="also write the JSON report to this file")
     args = ap.parse_args(argv)
     report = run(args.schemas, args.sizes, args.seed, not args.no_indexes)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

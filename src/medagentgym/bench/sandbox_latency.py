@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from medagentgym.bench.procs import process_tree, total_cpu_s
+
 WORKLOADS = {
     "a_trivial": "answer = 1",
     "b_pandas": (
@@ -65,33 +67,6 @@ def _make_db(path: Path) -> None:
     os.chmod(path, 0o644)
 
 
-def _proc_tree(pid: int) -> list[int]:
-    out = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return out
-    for c in children:
-        out += _proc_tree(int(c))
-    return out
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _tree_cpu_s(pid: int) -> float:
-    """CPU seconds of a process tree: each process's own time and that of the children it
-    has reaped (a payload that exits is counted in its parent from then on)."""
-    total = 0
-    for p in _proc_tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / TICK
-
-
 _FLOOR = """
 import gc, os, resource, sys, time
 import numpy, pandas, sqlite3, json, csv, math, statistics, re, collections, datetime
@@ -121,7 +96,7 @@ def _fork_floor(code: str, n: int) -> dict[str, float]:
 def _memory_kib(pid: int) -> dict[str, int]:
     """RSS/PSS of the Python worker process under ``pid`` (bwrap wraps it)."""
     best: dict[str, int] = {}
-    for p in _proc_tree(pid):
+    for p in process_tree(pid):
         try:
             rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
         except OSError:
@@ -151,13 +126,13 @@ async def _measure(provider: str, repeats: int, db: Path) -> dict[str, Any]:
                 r = await sb.execute(code)
                 assert r.status == "ok", r
             warm = []
-            cpu0 = _tree_cpu_s(sb._proc.pid) if sb._proc else 0.0
+            cpu0 = total_cpu_s(process_tree(sb._proc.pid)) if sb._proc else 0.0
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 r = await sb.execute(code)
                 warm.append(time.perf_counter() - t0)
                 assert r.status == "ok", r
-            cpu_ms = ((_tree_cpu_s(sb._proc.pid) - cpu0) / repeats * 1e3) if sb._proc else None
+            cpu_ms = ((total_cpu_s(process_tree(sb._proc.pid)) - cpu0) / repeats * 1e3) if sb._proc else None
             fresh_code = code.replace("/data/bench.db", str(db)) + "\nprint(answer)"
             fresh = []
             for _ in range(max(10, repeats // 10)):

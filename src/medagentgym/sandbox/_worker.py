@@ -59,7 +59,8 @@ M_MMAP_THRESHOLD = -3  # mallopt
 SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429
 OPEN_TREE_CLONE, AT_RECURSIVE, AT_EMPTY_PATH, AT_FDCWD = 1, 0x8000, 0x1000, -100
 MOVE_MOUNT_F_EMPTY_PATH = 4
-#: pooled workers: each episode's /tmp and /workspace live under here (root only, 0700)
+#: pooled workers build each episode's /tmp and /workspace here before detaching them
+#: (root only, 0700; payloads detach it from their view)
 EPISODES = "/episodes"
 SANDBOX_WORKSPACE = "/workspace"
 MAX_EPISODE_ID = 2**31
@@ -1262,14 +1263,13 @@ def _ep_close(episodes, ep):
     """Forget an episode: its trees go when no payload holds a copy (payloads are gone)."""
     state = episodes.pop(ep, None)
     if state is not None:
-        for fd in state[1:]:
+        for fd in state:
             os.close(fd)
 
 
 def _pool_request(cfg, req, episodes):
     """Validate a pooled request's episode, creating its state when it is new (or was
-    reset: ``fresh``); returns the episode id. ``episodes``: id -> (generation, tmp fd,
-    workspace fd)."""
+    reset: ``fresh``); returns the episode id. ``episodes``: id -> (tmp fd, workspace fd)."""
     ep, uid, gid = req.get("ep"), req.get("uid"), req.get("gid")
     for value in (ep, uid, gid):
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_EPISODE_ID:
@@ -1277,11 +1277,8 @@ def _pool_request(cfg, req, episodes):
     if req.get("fresh") or ep not in episodes:
         _ep_close(episodes, ep)
         tmp_fd, ws_fd = _ep_open(cfg, uid, gid)
-        episodes[ep] = (next(_generations), tmp_fd, ws_fd)
+        episodes[ep] = (tmp_fd, ws_fd)
     return ep
-
-
-_generations = iter(range(1, 2**62))
 
 
 def _pool_main(cfg, host_in, host_fds):
@@ -1338,7 +1335,7 @@ def _pool_main(cfg, host_in, host_fds):
             # (a copy made here: a payload cannot clone a tree made in another namespace)
             clones = []
             try:
-                clones = [_detached_clone(fd) for fd in episodes[ep][1:]]
+                clones = [_detached_clone(fd) for fd in episodes[ep]]
                 with socket.socket(fileno=os.dup(current[4])) as sock:
                     socket.send_fds(sock, [b"T"], clones)
             except OSError:
