@@ -287,3 +287,35 @@ def test_python_roots_under_tmp_stay_visible_and_read_only(monkeypatch, tmp_path
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_request_socket_carries_nothing_back_to_the_worker(pool):
+    """A pooled payload's request channel is a unix socket (its episode's mounts come over
+    it). Agent code that writes junk into every socket it holds, passes its own fds back and
+    keeps a thread writing changes nothing: its probes still see its own values, and the
+    worker goes on serving it and a neighbour."""
+    a, b = _pair(pool)
+    ok(b.execute("open('/workspace/b.txt', 'w').write('B')\nanswer = 1"))
+    hostile = (
+        "import os, socket, stat, threading\nsent = 0\n"
+        "def spam(fd):\n    try:\n        s = socket.socket(fileno=os.dup(fd))\n"
+        "        s.setblocking(False)\n"
+        "        for _ in range(2000):\n"
+        "            s.send(b'{\"op\": \"exec\", \"ep\": 1, \"uid\": 0}' * 100)\n"
+        "    except OSError:\n        pass\n"
+        "for fd in range(3, 256):\n"
+        "    try:\n        if not stat.S_ISSOCK(os.fstat(fd).st_mode):\n            continue\n"
+        "    except OSError:\n        continue\n"
+        "    try:\n        s = socket.socket(fileno=os.dup(fd))\n"
+        "        socket.send_fds(s, [b'T'], [os.open('/workspace', os.O_RDONLY)])\n"
+        "        sent += 1\n    except OSError:\n        pass\n"
+        "    threading.Thread(target=spam, args=(fd,), daemon=True).start()\n"
+        "mine = 'A-owns-this'\nanswer = sent")
+    r = a.execute(hostile, probes={"mine": "mine", "files": "__import__('os').listdir('/workspace')"})
+    assert r.status == "ok", (r.error, r.stderr[-1000:])
+    assert r.answer >= 1  # the request socket was there to abuse
+    assert r.probes["mine"].value == "A-owns-this" and r.probes["files"].value == []
+    assert ok(a.execute("import os\nanswer = os.listdir('/workspace')")) == []
+    assert ok(b.execute("import os\nanswer = os.listdir('/workspace')")) == ["b.txt"]
+    a.close()
+    b.close()
